@@ -1,0 +1,23 @@
+"""The ``astra-lake`` command line (typer). Commands call the public API; no logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from astra_lake.cli import demo_cmd, flags_cmd, schema_cmd
+
+app = typer.Typer(
+    name="astra-lake",
+    help="SDSS-V Astra data model as a versioned columnar data lake.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("flags")(flags_cmd.flags)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(schema_cmd.app, name="schema")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
