@@ -264,6 +264,10 @@ def _table(raw: dict[str, Any], common: dict[str, Any], sets: dict[str, Any], gr
             names_seen[n] = fc.name
     if sum(fc.summary for fc in flag_columns) > 1:
         raise SchemaError(f"{where}: at most one flag column can be the summary column")
+    natural_key = tuple(raw.get("natural_key", ()))
+    unknown_key = [k for k in natural_key if k not in seen]
+    if unknown_key:
+        raise SchemaError(f"{where}: natural_key names unknown columns {unknown_key}")
     storage = common["storage"][kind]
     return Table(
         name=name,
@@ -272,6 +276,7 @@ def _table(raw: dict[str, Any], common: dict[str, Any], sets: dict[str, Any], gr
         columns=tuple(columns),
         flag_columns=flag_columns,
         key=tuple(kind_decl["key"]),
+        natural_key=natural_key,
         healpix_order=int(storage["healpix_order"]),
         row_group_rows=int(storage["row_group_rows"]),
         grid=grid,

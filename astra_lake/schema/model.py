@@ -158,6 +158,7 @@ class Table:
     columns: tuple[Column, ...]
     flag_columns: tuple[FlagColumn, ...] = ()
     key: tuple[str, ...] = ()
+    natural_key: tuple[str, ...] = ()
     healpix_order: int = 1
     row_group_rows: int = 122_880
     grid: Grid | None = None
@@ -184,6 +185,11 @@ class Table:
     @property
     def summary_column(self) -> FlagColumn | None:
         return next((fc for fc in self.flag_columns if fc.summary), None)
+
+    @property
+    def upsert_key(self) -> tuple[str, ...]:
+        """Columns that identify a row across writes: the natural key where declared, else the key."""
+        return self.natural_key or self.key
 
     @property
     def column_names(self) -> list[str]:

@@ -58,6 +58,34 @@ def versioned_sql(fc: FlagColumn, which: str, x: str, v: str | None) -> str | No
     return "(CASE " + " ".join(whens) + " END)"
 
 
+def named_flag_sql(fc: FlagColumn, name: str, x: str, v: str | None) -> str:
+    """Boolean SQL for one named flag; with a version expression, NULL where that version does not define it."""
+    if v is None or not fc.versioned:
+        flag = fc.latest.flag(name)
+        assert flag is not None
+        return f"has_flag({x}, {flag.bit})"
+    whens = []
+    for e in fc.editions:
+        flag = e.flag(name)
+        whens.append(f"WHEN {edition_condition(e, v)} THEN {f'has_flag({x}, {flag.bit})' if flag else 'NULL'}")
+    return "(CASE " + " ".join(whens) + " END)"
+
+
+def view_flag_columns(table: Table, has_version: bool) -> list[str]:
+    """SELECT items a table view adds: flag_warn, flag_bad (where defined) and the summary column's named flags."""
+    fc = table.summary_column
+    if fc is None:
+        return []
+    v = "v_astra" if has_version else None
+    items = []
+    for which in ("flag_warn", "flag_bad"):
+        if any(getattr(e, which) is not None for e in fc.editions):
+            args = f"{fc.name}, v_astra" if v and fc.versioned else fc.name
+            items.append(f"{table.name}_{which}({args}) AS {which}")
+    items += [f"{named_flag_sql(fc, n, fc.name, v)} AS {n}" for n in fc.all_flag_names()]
+    return items
+
+
 def _summary_macros(table: Table) -> list[str]:
     fc = table.summary_column
     if fc is None:

@@ -1,0 +1,156 @@
+"""The public facade: open a lake, write to it, query it, read spectra, run kernels over it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from astra_lake.lake.catalog import Catalog, Commit
+from astra_lake.lake.hats import write_sidecars
+from astra_lake.lake.maintenance import compact as _compact
+from astra_lake.lake.maintenance import vacuum as _vacuum
+from astra_lake.lake.writer import Writer
+from astra_lake.query import duck, polars_scan
+from astra_lake.query.snapshot import Snapshot
+from astra_lake.query.spectra import SourceIndex, Spectra, cone, spectra_of
+
+Version = int | str | None
+
+
+class Lake:
+    """A lake on disk. Every write is one atomic, versioned commit; every read is pinned to a snapshot.
+
+    >>> import tempfile
+    >>> lake = Lake.init(tempfile.mkdtemp())
+    >>> lake.version
+    0
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.catalog = Catalog.open(Path(path))
+        self._index: dict[int, SourceIndex] = {}
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str]) -> Lake:
+        """Create an empty lake at ``path`` (no-op if one exists) and open it."""
+        Catalog.create(Path(path))
+        return cls(path)
+
+    @property
+    def path(self) -> Path:
+        return self.catalog.root
+
+    @property
+    def version(self) -> int:
+        """The lake version: number of commits so far."""
+        return self.catalog.version
+
+    # -- writing --------------------------------------------------------------------------------
+    def write(self, table: str, data: Any) -> int:
+        """Append rows (refusing keys that exist); returns the new lake version."""
+        with self.catalog.writing():
+            version = Writer(self.catalog).append(table, data)
+            write_sidecars(self.catalog.store(table))
+        return version
+
+    def upsert(self, table: str, data: Any, *, batch_rows: int = 250_000) -> int:
+        """Insert or replace rows by key (results keep task_pk and created); one commit."""
+        with self.catalog.writing():
+            version = Writer(self.catalog).upsert(table, data, batch_rows=batch_rows)
+            write_sidecars(self.catalog.store(table))
+        return version
+
+    # -- versions -------------------------------------------------------------------------------
+    def versions(self) -> list[Commit]:
+        """Every commit, oldest first (lake version, table, Delta version, operation, time, rows)."""
+        return self.catalog.commits()
+
+    def tag(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Name a lake version (default: the latest); tags are immutable and survive vacuum."""
+        return self.catalog.tag(name, version)
+
+    def tags(self) -> dict[str, dict[str, Any]]:
+        return self.catalog.tags()
+
+    def compact(self, table: str | None = None) -> dict[str, dict[str, int]]:
+        """Merge each leaf's files into one sorted file (one commit per table)."""
+        out = {}
+        with self.catalog.writing():
+            for t in [table] if table else self.catalog.existing_tables():
+                out[t] = _compact(self.catalog, t)
+                write_sidecars(self.catalog.store(t))
+        return out
+
+    def vacuum(self, table: str | None = None, *, retention_hours: int = 168, dry_run: bool = True) -> dict[str, list[str]]:
+        """Delete unreferenced files older than the retention (dry run by default); tags are kept."""
+        with self.catalog.writing():
+            return {
+                t: _vacuum(self.catalog, t, retention_hours=retention_hours, dry_run=dry_run)
+                for t in ([table] if table else self.catalog.existing_tables())
+            }
+
+    # -- reading --------------------------------------------------------------------------------
+    def snapshot(self, version: Version = None) -> Snapshot:
+        """The files of every table at a lake version number or tag (latest when None)."""
+        return Snapshot(self.catalog, version)
+
+    def connect(self, version: Version = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot."""
+        return duck.connect(self.snapshot(version))
+
+    def sql(self, query: str, version: Version = None) -> pa.Table:
+        """Run one SQL query on a snapshot and return an Arrow table."""
+        return self.connect(version).sql(query).to_arrow_table()
+
+    def scan(self, table: str, version: Version = None) -> pl.LazyFrame:
+        """A Polars LazyFrame of a table with flag_warn / flag_bad and named flag columns."""
+        return polars_scan.scan(self.snapshot(version), table)
+
+    def spectra(self, sdss_id: int, table: str, version: Version = None) -> Spectra:
+        """All spectra of one source in a spectrum table, as numpy arrays."""
+        snap = self.snapshot(version)
+        key = (snap.table_versions or {}).get("source", -1)
+        if key not in self._index:
+            self._index = {key: SourceIndex(snap)}
+        return spectra_of(snap, self._index[key], int(sdss_id), table)
+
+    def cone(
+        self,
+        ra: float,
+        dec: float,
+        radius_deg: float,
+        table: str = "source",
+        columns: list[str] | None = None,
+        version: Version = None,
+    ) -> pa.Table:
+        """Rows of a table within a cone (partitions and row groups outside it are never read)."""
+        return cone(self.snapshot(version), table, ra, dec, radius_deg, columns)
+
+    def info(self) -> dict[str, Any]:
+        """Tables (rows, files, bytes, Delta version), lake version and tags."""
+        tables = {}
+        for t in self.catalog.existing_tables():
+            store = self.catalog.store(t)
+            files = store.files()
+            tables[t] = {
+                "rows": sum(f.num_rows for f in files),
+                "files": len(files),
+                "bytes": sum(f.size for f in files),
+                "delta_version": store.latest_version(),
+            }
+        return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
+
+
+def connect(path: str | os.PathLike[str], version: Version = None) -> duckdb.DuckDBPyConnection:
+    """``astra_lake.connect(path, version | tag)``: a DuckDB connection over a pinned snapshot."""
+    return Lake(path).connect(version)
+
+
+def scan(path: str | os.PathLike[str], table: str, version: Version = None) -> pl.LazyFrame:
+    """``astra_lake.scan(path, table)``: a Polars LazyFrame over a pinned snapshot."""
+    return Lake(path).scan(table, version)

@@ -1,0 +1,61 @@
+"""Write sorted Parquet files into HATS leaves: one file per touched pixel, rows sorted by
+``_healpix_29`` then the table key, row groups sized per table kind, zstd."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from astra_lake.lake.delta_store import DataFile, DeltaStore
+from astra_lake.lake.healpix import partition_path, pixel_at_order
+
+
+def sort_rows(table_rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    order = [("_healpix_29", "ascending")] + [(k, "ascending") for k in key if k in table_rows.column_names]
+    return table_rows.sort_by(order)
+
+
+def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
+    """Write ``rows`` (storage schema, ``_healpix_29`` filled) as one new file per HATS leaf pixel."""
+    if rows.num_rows == 0:
+        return []
+    tbl = store.table
+    rows = sort_rows(rows, tbl.key)
+    h29 = rows.column("_healpix_29").to_numpy()
+    pix = pixel_at_order(h29, tbl.healpix_order)
+    starts = np.flatnonzero(np.r_[True, pix[1:] != pix[:-1]])
+    ends = np.r_[starts[1:], len(pix)]
+    out = []
+    sorting = [pq.SortingColumn(rows.column_names.index("_healpix_29"))]
+    for a, b in zip(starts, ends, strict=True):
+        npix = int(pix[a])
+        rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.zstd.parquet"
+        path = store.dataset / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        chunk = rows.slice(int(a), int(b - a))
+        pq.write_table(
+            chunk,
+            path,
+            row_group_size=tbl.row_group_rows,
+            compression="zstd",
+            compression_level=3,
+            write_statistics=True,
+            sorting_columns=sorting,
+            write_page_index=True,
+        )
+        mm = pc.min_max(chunk.column("_healpix_29")).as_py()
+        out.append(DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"]))
+    return out
+
+
+def discard(store: DeltaStore, files: list[DataFile]) -> None:
+    """Delete files that were written but will never be committed."""
+    for f in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(store.abspath(f))

@@ -1,0 +1,64 @@
+"""Compaction (merge a leaf's small files into one sorted file) and vacuum (delete unreferenced files,
+never those of a tagged version)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astra_lake.lake.catalog import Catalog
+from astra_lake.lake.conform import storage_schema
+from astra_lake.lake.delta_store import DataFile
+from astra_lake.lake.files import discard, write_leaf_files
+
+
+def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, int]:
+    """Rewrite every leaf with at least ``min_files`` files as one file; one commit per table.
+
+    Readers pinned to older versions keep working: old files stay until vacuum.
+    """
+    store = catalog.store(table)
+    if not store.exists():
+        return {"leaves": 0, "files_removed": 0, "files_added": 0}
+    by_leaf: dict[int, list[DataFile]] = defaultdict(list)
+    for f in store.files():
+        by_leaf[f.npix].append(f)
+    schema = storage_schema(store.table)
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    try:
+        for files in by_leaf.values():
+            if len(files) < min_files:
+                continue
+            parts = [pq.read_table(store.abspath(f), schema=schema) for f in files]
+            added += write_leaf_files(store, pa.concat_tables(parts))
+            removed += files
+    except BaseException:
+        discard(store, added)
+        raise
+    if removed:
+        version = store.commit(added, removed, "compact", {"files_removed": len(removed)})
+        catalog.record(table, version, "compact", sum(f.num_rows for f in added))
+    return {"leaves": len({f.npix for f in removed}), "files_removed": len(removed), "files_added": len(added)}
+
+
+def vacuum(catalog: Catalog, table: str, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+    """Delete files no version within ``retention_hours`` (nor any tagged version) references.
+
+    ``dry_run`` (the default) only lists them. Files of killed writers (never committed) go too.
+    """
+    store = catalog.store(table)
+    if not store.exists():
+        return []
+    keep = sorted({int(t["tables"][table]) for t in catalog.tags().values() if table in t["tables"]})
+    return list(
+        store.delta().vacuum(
+            retention_hours=retention_hours,
+            dry_run=dry_run,
+            enforce_retention_duration=False,
+            full=True,
+            keep_versions=keep or None,
+        )
+    )

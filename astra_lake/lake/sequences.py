@@ -1,0 +1,41 @@
+"""Lake-wide sequences (source_pk, spectrum_pk, task_pk): minted in blocks, never reused.
+
+A block is reserved under an exclusive lock and the new high-water mark is fsynced before the
+numbers are handed out, so concurrent writers get disjoint ranges and a killed writer only leaves a gap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from astra_lake.lake.locks import atomic_write_text, exclusive
+
+SEQUENCES = ("source_pk", "spectrum_pk", "task_pk")
+
+
+class Sequences:
+    """Monotonic counters stored in ``_meta/sequences.json``."""
+
+    def __init__(self, meta_dir: Path) -> None:
+        self.path = meta_dir / "sequences.json"
+        self.lock = meta_dir / "sequences.lock"
+
+    def reserve(self, name: str, n: int) -> npt.NDArray[np.int64]:
+        """``n`` fresh values of sequence ``name`` (starting at 1)."""
+        if name not in SEQUENCES:
+            raise ValueError(f"unknown sequence {name!r}; valid: {', '.join(SEQUENCES)}")
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        with exclusive(self.lock):
+            state = json.loads(self.path.read_text()) if self.path.exists() else {}
+            start = int(state.get(name, 0)) + 1
+            state[name] = start + n - 1
+            atomic_write_text(self.path, json.dumps(state, sort_keys=True))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def current(self) -> dict[str, int]:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}

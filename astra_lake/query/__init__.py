@@ -1,0 +1,1 @@
+"""Read side: DuckDB connections and Polars scans pinned to one snapshot, spectra and cone lookups."""

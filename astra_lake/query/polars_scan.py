@@ -1,0 +1,39 @@
+"""Polars LazyFrames over a snapshot, with pixel arrays as ``pl.Array`` and the flag expressions."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from astra_lake.lake.conform import storage_schema
+from astra_lake.query.snapshot import Snapshot
+from astra_lake.schema.flags import defines
+from astra_lake.schema.polars_flags import named_flag_exprs, summary_expr
+
+
+def scan(snapshot: Snapshot, table: str, *, with_flags: bool = True) -> pl.LazyFrame:
+    """Lazy scan of a table; predicates and projections push down into the Parquet reader."""
+    tbl = snapshot.catalog.schema.table(table)
+    paths = snapshot.paths(table)
+    schema = storage_schema(tbl)
+    if paths:
+        lf = pl.scan_parquet(paths, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
+    else:
+        lf = pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
+    casts = []
+    for c in tbl.columns:
+        if c.type.startswith("fixed<"):
+            width = int(c.type.split(",")[1].rstrip(">"))
+            casts.append(pl.col(c.name).cast(pl.Array(_inner(c.type), width)))
+    if casts:
+        lf = lf.with_columns(casts)
+    if with_flags and tbl.summary_column is not None:
+        version = "v_astra" if "v_astra" in tbl.column_names else None
+        lf = lf.with_columns([summary_expr(table, w, v_astra=version) for w in defines(tbl)] + named_flag_exprs(table))
+    return lf
+
+
+def _inner(type_name: str) -> pl.DataType:
+    inner = type_name.removeprefix("fixed<").split(",")[0]
+    return {"float32": pl.Float32(), "float64": pl.Float64(), "int32": pl.Int32(), "int64": pl.Int64(), "int16": pl.Int16()}[
+        inner
+    ]

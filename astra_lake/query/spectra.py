@@ -1,0 +1,168 @@
+"""Spectra of one source, and cone searches, read straight from the few row groups that hold them.
+
+A source's rows sit together in every table (files are sorted by ``_healpix_29``), so a lookup is:
+sdss_id -> ``_healpix_29`` (a sorted in-memory index of the source table) -> the leaf pixel -> the
+files whose ``_healpix_29`` range contains it -> the row groups whose statistics contain it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from cdshealpix import nested
+
+from astra_lake.errors import AstraLakeError
+from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, overlaps
+from astra_lake.query.snapshot import Snapshot
+from astra_lake.schema.model import Grid, Table
+
+
+@dataclass
+class Spectra:
+    """Spectra of one table as numpy arrays (one row per spectrum) plus their metadata."""
+
+    table: str
+    wavelength: npt.NDArray[np.float64]
+    flux: npt.NDArray[np.float32]
+    ivar: npt.NDArray[np.float32]
+    pixel_flags: npt.NDArray[np.int32]
+    meta: pa.Table = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.flux.shape[0])
+
+    @property
+    def e_flux(self) -> npt.NDArray[np.float32]:
+        """1-sigma flux uncertainty (inf where ivar is 0)."""
+        with np.errstate(divide="ignore"):
+            return np.where(self.ivar > 0, 1.0 / np.sqrt(self.ivar), np.inf).astype(np.float32)
+
+    def to_quantities(self) -> dict[str, u.Quantity]:
+        """Astropy quantities (what specutils' Spectrum takes: spectral_axis, flux, uncertainty)."""
+        return {
+            "spectral_axis": self.wavelength * u.AA,
+            "flux": self.flux * (1e-17 * u.erg / u.s / u.cm**2 / u.AA),
+            "uncertainty": self.e_flux * (1e-17 * u.erg / u.s / u.cm**2 / u.AA),
+        }
+
+
+def grid_wavelength(grid: Grid) -> npt.NDArray[np.float64]:
+    """The wavelength array of a log-linear grid."""
+    return np.power(10.0, grid.crval + grid.cdelt * np.arange(grid.npix), dtype=np.float64)
+
+
+def _stack(col: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=dtype).reshape(-1, width)
+
+
+def to_spectra(table: Table, rows: pa.Table) -> Spectra:
+    """Arrow rows of a spectrum table -> :class:`Spectra`."""
+    assert table.grid is not None
+    n = table.grid.npix
+    wave = grid_wavelength(table.grid) if table.grid.kind == "log_linear" else _stack(rows.column("wavelength"), n, np.float64)
+    meta = rows.drop_columns([c for c in table.pixel_columns if c in rows.column_names])
+    return Spectra(
+        table=table.name,
+        wavelength=wave,
+        flux=_stack(rows.column("flux"), n, np.float32),
+        ivar=_stack(rows.column("ivar"), n, np.float32),
+        pixel_flags=_stack(rows.column("pixel_flags"), n, np.int32),
+        meta=meta,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _parquet(path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(path, memory_map=True)
+
+
+def _row_groups(pf: pq.ParquetFile, ranges: npt.NDArray[np.int64]) -> list[int]:
+    """Row groups whose _healpix_29 statistics meet one of the ranges."""
+    col = pf.schema_arrow.get_field_index("_healpix_29")
+    out = []
+    for i in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(i).column(col).statistics
+        if st is None or not st.has_min_max or overlaps(ranges, int(st.min), int(st.max)):
+            out.append(i)
+    return out
+
+
+class SourceIndex:
+    """sdss_id -> _healpix_29 for one snapshot, sorted for binary search."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        parts = [pq.read_table(p, columns=["sdss_id", "_healpix_29"]) for p in snapshot.paths("source")]
+        tbl = (
+            pa.concat_tables(parts)
+            if parts
+            else pa.table({"sdss_id": pa.array([], pa.int64()), "_healpix_29": pa.array([], pa.int64())})
+        )
+        tbl = tbl.filter(pc.is_valid(tbl.column("sdss_id")))
+        ids = tbl.column("sdss_id").to_numpy()
+        order = np.argsort(ids, kind="stable")
+        self.ids = ids[order]
+        self.h29 = tbl.column("_healpix_29").to_numpy()[order]
+
+    def healpix_of(self, sdss_id: int) -> int:
+        i = int(np.searchsorted(self.ids, sdss_id))
+        if i >= len(self.ids) or self.ids[i] != sdss_id:
+            raise AstraLakeError(f"sdss_id {sdss_id} is not in the source table of this snapshot")
+        return int(self.h29[i])
+
+
+def read_rows_in(snapshot: Snapshot, table: str, ranges: npt.NDArray[np.int64], columns: list[str] | None = None) -> pa.Table:
+    """Rows whose _healpix_29 lies in the ranges, reading only overlapping leaves, files and row groups."""
+    tbl = snapshot.catalog.schema.table(table)
+    store = snapshot.catalog.store(table)
+    shift = 2 * (29 - tbl.healpix_order)
+    parts = []
+    for f in snapshot.files(table):
+        if not overlaps(ranges, f.npix << shift, ((f.npix + 1) << shift) - 1):
+            continue
+        if f.hmin is not None and f.hmax is not None and not overlaps(ranges, f.hmin, f.hmax):
+            continue
+        pf = _parquet(store.abspath(f))
+        groups = _row_groups(pf, ranges)
+        if groups:
+            part = pf.read_row_groups(groups, columns=columns)
+            keep = inside(ranges, part.column("_healpix_29").to_numpy())
+            parts.append(part.filter(pa.array(keep)))
+    if not parts:
+        from astra_lake.lake.conform import storage_schema
+
+        empty = storage_schema(tbl).empty_table()
+        return empty.select(columns) if columns else empty
+    return pa.concat_tables(parts)
+
+
+def spectra_of(snapshot: Snapshot, index: SourceIndex, sdss_id: int, table: str) -> Spectra:
+    """Every spectrum of one source in one spectrum table."""
+    tbl = snapshot.catalog.schema.table(table)
+    if tbl.kind != "spectrum":
+        raise AstraLakeError(
+            f"{table} is not a spectrum table; choose one of "
+            + ", ".join(t.name for t in snapshot.catalog.schema.of_kind("spectrum"))
+        )
+    h = index.healpix_of(sdss_id)
+    rows = read_rows_in(snapshot, table, np.array([[h, h + 1]], dtype=np.int64))
+    rows = rows.filter(pc.equal(rows.column("sdss_id"), sdss_id))
+    return to_spectra(tbl, rows)
+
+
+def cone(snapshot: Snapshot, table: str, ra: float, dec: float, radius_deg: float, columns: list[str] | None = None) -> pa.Table:
+    """Rows within ``radius_deg`` of (ra, dec), with a ``separation_deg`` column."""
+    if columns is not None and "_healpix_29" not in columns:
+        columns = [*columns, "_healpix_29"]
+    rows = read_rows_in(snapshot, table, cone_ranges(ra, dec, radius_deg), columns)
+    lon, lat = nested.healpix_to_lonlat(rows.column("_healpix_29").to_numpy().astype(np.uint64), 29)
+    sep = angular_separation_deg(lon.to_value(u.deg), lat.to_value(u.deg), ra, dec)
+    keep = sep <= radius_deg
+    return rows.filter(pa.array(keep)).append_column("separation_deg", pa.array(sep[keep], pa.float64()))

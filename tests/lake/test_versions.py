@@ -1,0 +1,95 @@
+"""Snapshots, upsert semantics, compaction, tags and vacuum."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from astra_lake import Lake
+from astra_lake.errors import VersionNotFoundError
+from astra_lake.ingest import synthetic as S
+
+
+def _count(lake: Lake, table: str, version: int | str | None = None) -> int:
+    return int(lake.sql(f"SELECT count(*) FROM {table}", version).column(0)[0].as_py())
+
+
+def test_reader_pinned_to_a_version_is_unaffected(populated: Lake) -> None:
+    pinned = populated.connect(populated.version)
+    q = "SELECT count(*), sum(teff) FILTER (WHERE NOT isnan(teff)) FROM aspcap"
+    before = pinned.execute(q).fetchone()
+    pks = populated.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()[:30]
+    populated.upsert("aspcap", S.results("aspcap", pks, v_astra="0.9.0", seed=9))
+    populated.compact()
+    assert pinned.execute(q).fetchone() == before
+    assert _count(populated, "aspcap") == 150
+
+
+def test_upsert_keeps_task_pk_and_created(populated: Lake) -> None:
+    old = populated.sql("SELECT spectrum_pk, task_pk, created, modified FROM aspcap ORDER BY spectrum_pk").to_pylist()
+    pks = np.array([r["spectrum_pk"] for r in old[:40]])
+    time.sleep(0.01)
+    redo = S.results("aspcap", pks, v_astra="0.8.3", seed=11)  # same major.minor: replaces
+    populated.upsert("aspcap", redo)
+    new = {
+        r["spectrum_pk"]: r
+        for r in populated.sql("SELECT spectrum_pk, task_pk, created, modified, v_astra, teff FROM aspcap").to_pylist()
+    }
+    assert len(new) == 120
+    for r in old[:40]:
+        n = new[r["spectrum_pk"]]
+        assert n["task_pk"] == r["task_pk"] and n["created"] == r["created"] and n["modified"] > r["modified"]
+        assert n["v_astra"] == 8003
+    teff = dict(zip(redo.column("spectrum_pk").to_pylist(), redo.column("teff").to_pylist(), strict=True))
+    assert all((np.isnan(teff[k]) and np.isnan(new[k]["teff"])) or teff[k] == pytest.approx(new[k]["teff"]) for k in teff)
+    # a new major.minor is a new result
+    populated.upsert("aspcap", S.results("aspcap", pks[:5], v_astra="0.9.0", seed=12))
+    assert _count(populated, "aspcap") == 125
+
+
+def test_compaction_never_double_counts(populated: Lake) -> None:
+    for seed in range(3):
+        pks = populated.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()[seed * 10 : seed * 10 + 10]
+        populated.upsert("aspcap", S.results("aspcap", pks, v_astra=f"0.{9 + seed}.0", seed=seed))
+    before = _count(populated, "aspcap")
+    files_before = populated.info()["tables"]["aspcap"]["files"]
+    stats = populated.compact("aspcap")["aspcap"]
+    assert stats["files_removed"] > stats["files_added"] > 0
+    assert populated.info()["tables"]["aspcap"]["files"] < files_before
+    assert _count(populated, "aspcap") == before == 150
+    assert populated.scan("aspcap").collect().height == 150
+
+
+def test_tags_survive_vacuum(populated: Lake) -> None:
+    populated.tag("dr20")
+    q = "SELECT sum(teff) FILTER (WHERE NOT isnan(teff)) AS s, count(*) AS n FROM aspcap"
+    at_tag = populated.sql(q, "dr20").to_pylist()
+    pks = populated.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()
+    populated.upsert("aspcap", S.results("aspcap", pks, v_astra="0.8.9", seed=21))  # rewrites every file
+    populated.upsert("aspcap", S.results("aspcap", pks, v_astra="0.8.10", seed=22))  # ... and again (untagged)
+    deleted = populated.vacuum(retention_hours=0, dry_run=False)
+    assert sum(len(v) for v in deleted.values()) > 0
+    assert populated.sql(q, "dr20").to_pylist() == at_tag
+    assert populated.sql(q).to_pylist() != at_tag
+    with pytest.raises(ValueError, match="immutable"):
+        populated.tag("dr20")
+    with pytest.raises(VersionNotFoundError, match="no tag"):
+        populated.connect("dr99")
+
+
+def test_old_untagged_versions_go_with_vacuum(populated: Lake) -> None:
+    v = populated.version
+    pks = populated.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()
+    populated.upsert("aspcap", S.results("aspcap", pks, v_astra="0.8.9", seed=21))
+    populated.vacuum("aspcap", retention_hours=0, dry_run=False)
+    with pytest.raises(Exception, match=r"No such file|not found|FileNotFound|IO Error"):
+        populated.sql("SELECT sum(teff) FROM aspcap", v)
+
+
+def test_versions_log(populated: Lake) -> None:
+    log = populated.versions()
+    assert [c.lake_version for c in log] == list(range(1, len(log) + 1))
+    assert [c.table for c in log[:2]] == ["source", "apogee_star"]
+    assert log[-1].operation == "upsert" and log[-1].rows == 120
