@@ -48,6 +48,8 @@ class CommitConflictError(AstraLakeError):
 class IngestError(AstraLakeError):
     """A file could not be ingested; the message names the file and the reason."""
 
+    format_guess: str = "unknown"
+
 
 __all__ = [
     "AstraLakeError",

@@ -90,7 +90,17 @@ def fill_table(table: Table, n: int, rng: np.random.Generator, given: dict[str, 
     """Rows with every declared column: ``given`` values, flags at realistic rates, the rest random."""
     cols: dict[str, Any] = {}
     flags = _flags(table, n, rng)
-    managed = {"_healpix_29", "source_pk", "spectrum_pk", "task_pk", "created", "modified", "v_astra_major_minor", "sdss_id"}
+    managed = {
+        "_healpix_29",
+        "source_pk",
+        "spectrum_pk",
+        "task_pk",
+        "created",
+        "modified",
+        "v_astra_major_minor",
+        "sdss_id",
+        "source_key",
+    }
     for c in table.columns:
         if c.name in given:
             cols[c.name] = given[c.name]

@@ -17,7 +17,17 @@ from astra_lake.schema.arrow import arrow_schema
 from astra_lake.schema.model import Table
 
 # Columns the writer fills when they are absent (identity, spatial index, timestamps, derived keys).
-MANAGED = {"_healpix_29", "source_pk", "spectrum_pk", "task_pk", "created", "modified", "v_astra_major_minor", "sdss_id"}
+MANAGED = {
+    "_healpix_29",
+    "source_pk",
+    "spectrum_pk",
+    "task_pk",
+    "created",
+    "modified",
+    "v_astra_major_minor",
+    "sdss_id",
+    "source_key",
+}
 
 
 def storage_schema(table: Table) -> pa.Schema:

@@ -26,6 +26,26 @@ from astra_lake.lake.healpix import healpix29
 from astra_lake.schema.model import Table
 
 IDENTITY = {"source": "source_pk", "spectrum": "spectrum_pk", "pipeline": "task_pk", "pixel": "task_pk"}
+SOURCE_KEY_FROM = (
+    ("sdss_id", "sdss_id"),
+    ("sdss4_apogee_id", "apogee"),
+    ("catalogid", "catalogid"),
+    ("gaia_dr3_source_id", "gaia_dr3"),
+)
+
+
+def source_keys(rows: pa.Table) -> pa.Array:
+    """``source_key`` of each source row: given, else from the first identifier present."""
+    given = rows.column("source_key").to_pylist()
+    cols = {c: rows.column(c).to_pylist() for c, _ in SOURCE_KEY_FROM}
+    out = []
+    for i, key in enumerate(given):
+        if key is None:
+            key = next((f"{prefix}:{cols[c][i]}" for c, prefix in SOURCE_KEY_FROM if cols[c][i] not in (None, "")), None)
+        if key is None:
+            raise ValidationError(f"source: row {i} has no sdss_id, sdss4_apogee_id, catalogid, gaia_dr3_source_id or source_key")
+        out.append(key)
+    return pa.array(out, pa.string())
 
 
 def parquet_scan(paths: list[str], columns: str = "*") -> str:
@@ -123,8 +143,10 @@ class Writer:
             rows = _fill(rows, "v_astra_major_minor", mm.to_numpy(zero_copy_only=False) if n else np.empty(0, np.int32))
         rows = _set(rows, "modified", now)
         rows = _fill(rows, "created", now)
+        if tbl.kind == "log":
+            return _fill(rows, "_healpix_29", np.zeros(n, dtype=np.int64))
         if tbl.kind == "source":
-            return self._place_sources(tbl, rows)
+            return self._place_sources(tbl, _set(rows, "source_key", source_keys(rows)))
         return self._place_from_lake(tbl, rows)
 
     def _place_sources(self, tbl: Table, rows: pa.Table) -> pa.Table:
@@ -194,9 +216,13 @@ class Writer:
         return [store.abspath(f) for f in store.files()]
 
     def _mint(self, tbl: Table, rows: pa.Table) -> pa.Table:
-        ident = IDENTITY[tbl.kind]
-        need = np.asarray(pc.is_null(rows.column(ident)).to_numpy(zero_copy_only=False), dtype=bool)
-        if need.any():
+        ident = IDENTITY.get(tbl.kind)
+        need = (
+            np.zeros(rows.num_rows, bool)
+            if ident is None
+            else np.asarray(pc.is_null(rows.column(ident)).to_numpy(zero_copy_only=False), dtype=bool)
+        )
+        if ident is not None and need.any():
             values = np.zeros(rows.num_rows, dtype=np.int64)
             values[need] = self.catalog.sequences.reserve(ident, int(need.sum()))
             rows = _fill(rows, ident, values)
@@ -227,9 +253,7 @@ class Writer:
         if not files or rows.num_rows == 0:
             return rows, []
         key = list(tbl.upsert_key)
-        ident = IDENTITY[tbl.kind]
-        keep = [ident, "created"] + (["spectrum_pk"] if tbl.kind == "spectrum" else [])
-        keep = list(dict.fromkeys(keep))
+        keep = [c for c in (IDENTITY.get(tbl.kind), "created") if c is not None]
         con = duckdb.connect()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))
         paths = {store.abspath(f): f.path for f in files}

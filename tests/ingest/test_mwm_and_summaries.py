@@ -1,0 +1,71 @@
+"""Format-faithful mwmStar, mwmVisit and astraAllStarASPCAP files (built from the datamodel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from astra_lake import Lake
+from tests.ingest.conftest import factory, run
+
+
+def test_mwmstar_with_empty_boss_hdus(lake: Lake, tmp_path: Path) -> None:
+    path = factory().make("mwmStar", tmp_path / "mwmStar-0.6.0-4242.fits", {"APOGEE/APO": 1})
+    s = run(lake, path)
+    assert s.failed == 0 and s.rows == {"source": 1, "apogee_combined": 1}
+    row = lake.sql("SELECT * FROM apogee_combined").to_pylist()[0]
+    assert row["sdss_id"] == 4242 and row["v_astra"] == 6000 and len(row["flux"]) == 8575
+    src = lake.sql("SELECT source_key, ra, dec FROM source").to_pylist()[0]
+    assert src == {"source_key": "sdss_id:4242", "ra": 120.5, "dec": -33.25}
+
+
+def test_mwmvisit_boss_and_apogee(lake: Lake, tmp_path: Path) -> None:
+    mjd = {
+        "mjd": np.array([60001, 60002], dtype=np.int32),
+        "fieldid": np.array([1, 1], dtype=np.int32),
+        "catalogid": np.array([5, 5]),
+        "plate": np.array(["p1", "p1"]),
+        "fiber": np.array([1, 2], dtype=np.int32),
+    }
+    path = factory().make(
+        "mwmVisit", tmp_path / "v.fits", {"BOSS/APO": 2, "APOGEE/LCO": 2}, values={"BOSS/APO": mjd, "APOGEE/LCO": mjd}
+    )
+    s = run(lake, path)
+    assert s.failed == 0 and s.rows["boss_rest_frame_visit"] == 2 and s.rows["apogee_rest_frame_visit"] == 2
+    assert lake.sql("SELECT count(DISTINCT spectrum_pk) FROM spectra").column(0)[0].as_py() == 4
+
+
+def test_astra_all_star_keeps_flags_and_links_results(lake: Lake, tmp_path: Path) -> None:
+    flags = np.array([0, 67108896, 32], dtype=np.int64)
+    ids = np.array([11, 12, 13])
+    values = {
+        "sdss_id": ids,
+        "result_flags": flags,
+        "obj": np.array(["a", "b", "c"]),
+        "release": np.array(["dr19"] * 3),
+        "apred": np.array(["1.3"] * 3),
+        "apstar": np.array(["stars"] * 3),
+        "telescope": np.array(["apo25m"] * 3),
+        "ra": np.array([10.0, 20.0, 30.0], np.float32),
+        "dec": np.array([1.0, 2.0, 3.0], np.float32),
+        "sdss4_apogee_target1_flags": np.array([-(2**31), 0, 1]),
+    }
+    path = factory().make("astraAllStarASPCAP", tmp_path / "astraAllStarASPCAP-0.6.0.fits", {"HDU2": 3}, values={"HDU2": values})
+    s = run(lake, path)
+    assert s.failed == 0, s.errors
+    got = lake.sql(
+        "SELECT a.sdss_id, a.result_flags, a.flag_bad, a.flag_warn, s.obj, a.v_astra FROM aspcap a "
+        "JOIN apogee_star s USING (spectrum_pk) ORDER BY a.sdss_id"
+    ).to_pylist()
+    assert [(g["sdss_id"], g["result_flags"], g["flag_bad"], g["flag_warn"], g["obj"]) for g in got] == [
+        (11, 0, False, False, "a"),
+        (12, 67108896, True, True, "b"),
+        (13, 32, False, True, "c"),
+    ]
+    assert {g["v_astra"] for g in got} == {6000}
+    src = lake.sql(
+        "SELECT sdss_id, sdss4_apogee_target1_flags, octet_length(sdss5_target_flags) AS nb FROM source ORDER BY sdss_id"
+    )
+    assert src.column("sdss4_apogee_target1_flags").to_pylist() == [2**31, 0, 1]  # signed-32 source recovered
+    assert set(src.column("nb").to_pylist()) == {8}  # 57 bits packed into bytes
