@@ -10,6 +10,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.maintenance import compact as _compact
@@ -130,6 +131,30 @@ class Lake:
     ) -> pa.Table:
         """Rows of a table within a cone (partitions and row groups outside it are never read)."""
         return cone(self.snapshot(version), table, ra, dec, radius_deg, columns)
+
+    def apply(
+        self,
+        task: BlockTask,
+        *,
+        table: str,
+        output: str,
+        where: str | None = None,
+        v_astra: str = "0.1.0",
+        version: Version = None,
+        progress: bool = False,
+    ) -> int:
+        """Run a kernel task over a spectrum table, block by block, into a pixel table; one commit.
+
+        ``where`` is a SQL predicate on the input table (e.g. ``"snr > 50"``). Memory is bounded by the
+        Parquet batch size; flux/ivar arrive as zero-copy numpy views of the Arrow buffers.
+        """
+        from astra_lake.pipelines.apply import run_apply
+
+        snap = self.snapshot(version)
+        with self.catalog.writing():
+            new = run_apply(self.catalog, snap, task, table=table, output=output, where=where, v_astra=v_astra, progress=progress)
+            write_sidecars(self.catalog.store(output))
+        return new
 
     def info(self) -> dict[str, Any]:
         """Tables (rows, files, bytes, Delta version), lake version and tags."""
