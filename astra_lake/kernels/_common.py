@@ -40,12 +40,13 @@ BOSS_GRID = _grid("boss")  # 3.5523 + 1e-4 i, 4648 px
 
 @dataclass
 class Block:
-    """Spectra as 2-D float64 arrays with bad pixels already marked by ivar == 0 and flux == 0."""
+    """Kernel inputs without copies: float32/float64 as given, flags (n, p) or a (1, 1) placeholder."""
 
     wave: F64  # (n, p) or (1, p) when shared
-    flux: F64
-    ivar: F64
+    flux: npt.NDArray[np.floating]
+    ivar: npt.NDArray[np.floating]
     flags: I64
+    has_flags: bool
 
 
 def as_block(
@@ -55,22 +56,22 @@ def as_block(
     flags: npt.ArrayLike | None = None,
     v_rad: npt.ArrayLike | None = None,
 ) -> Block:
-    """Validate and normalise kernel inputs.
+    """Validate and normalise kernel inputs (shapes, dtypes, rest frame) without touching the pixels.
 
-    Pixels whose flux or ivar is NaN/Inf, or whose ivar <= 0, become (flux 0, ivar 0). A 1-D wavelength
+    Kernels treat a pixel as bad when its flux or ivar is NaN/Inf or its ivar <= 0. A 1-D wavelength
     array is shared by every spectrum. ``v_rad`` (km/s, per spectrum) moves wavelengths to the rest
     frame: lambda_rest = lambda_obs / (1 + v/c).
     """
-    f = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    f = np.atleast_2d(np.asarray(flux))
+    if f.dtype not in (np.float32, np.float64):
+        f = f.astype(np.float64)
     n, p = f.shape
-    iv = np.ones_like(f) if ivar is None else np.atleast_2d(np.asarray(ivar, dtype=np.float64))
-    fl = np.zeros((n, p), dtype=np.int64) if flags is None else np.atleast_2d(np.asarray(flags)).astype(np.int64)
+    iv = np.ones_like(f) if ivar is None else np.atleast_2d(np.asarray(ivar)).astype(f.dtype, copy=False)
+    has_flags = flags is not None
+    fl = np.atleast_2d(np.asarray(flags)).astype(np.int64, copy=False) if has_flags else np.zeros((1, 1), dtype=np.int64)
     w = np.atleast_2d(np.asarray(wave, dtype=np.float64))
-    if iv.shape != f.shape or fl.shape != f.shape or w.shape[1] != p or w.shape[0] not in (1, n):
+    if iv.shape != f.shape or (has_flags and fl.shape != f.shape) or w.shape[1] != p or w.shape[0] not in (1, n):
         raise ValueError(f"shapes differ: wave {w.shape}, flux {f.shape}, ivar {iv.shape}, flags {fl.shape}")
-    bad = ~(np.isfinite(f) & np.isfinite(iv) & (iv > 0))
-    f = np.where(bad, 0.0, f)
-    iv = np.where(bad, 0.0, iv)
     if v_rad is not None:
         v = np.asarray(v_rad, dtype=np.float64).reshape(-1, 1)
         if v.shape[0] not in (1, n) or not np.all(np.isfinite(v)):
@@ -78,7 +79,18 @@ def as_block(
         w = w / (1.0 + v / C_KMS)
         if w.shape[0] == 1 and n > 1:
             w = np.broadcast_to(w, (n, p))
-    return Block(np.ascontiguousarray(w), np.ascontiguousarray(f), np.ascontiguousarray(iv), np.ascontiguousarray(fl))
+    return Block(np.ascontiguousarray(w), np.ascontiguousarray(f), np.ascontiguousarray(iv), np.ascontiguousarray(fl), has_flags)
+
+
+def sanitized(blk: Block) -> tuple[F64, F64, I64]:
+    """float64 copies with bad pixels as (flux 0, ivar 0) and dense flags (for the numpy/scipy paths)."""
+    f = blk.flux.astype(np.float64)
+    iv = blk.ivar.astype(np.float64)
+    bad = ~(np.isfinite(f) & np.isfinite(iv) & (iv > 0))
+    f[bad] = 0.0
+    iv[bad] = 0.0
+    fl = blk.flags if blk.has_flags else np.zeros(f.shape, dtype=np.int64)
+    return f, iv, fl
 
 
 def ivar_from_var(var: F64) -> F64:

@@ -6,7 +6,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.kernels._common import F32, F64, I64, as_block
+from astra_lake.kernels._common import F32, F64, I64, as_block, sanitized
 
 
 @nb.njit(parallel=True, cache=True)
@@ -39,7 +39,8 @@ def coadd(
     """
     blk = as_block(np.zeros(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar, flags)
     g = np.zeros(blk.flux.shape[0], dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
-    f, iv, fl = _coadd(blk.flux, blk.ivar, blk.flags, g.astype(np.int64), int(g.max()) + 1 if g.size else 0)
+    f64, iv64, fl64 = sanitized(blk)
+    f, iv, fl = _coadd(f64, iv64, fl64, g.astype(np.int64), int(g.max()) + 1 if g.size else 0)
     good = iv > 0
     with np.errstate(invalid="ignore"):
         snr = np.where(

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from astra_lake.kernels._common import F32, F64, as_block
+from astra_lake.kernels._common import F32, F64, as_block, sanitized
 
 # The Payne's APOGEE setting (degree 4 in each of three chip regions).
 APOGEE_REGIONS: tuple[tuple[float, float], ...] = ((15100.0, 15793.0), (15880.0, 16417.0), (16499.0, 17000.0))
@@ -32,16 +32,28 @@ def _chebyshev_design(x: F64, degree: int) -> F64:
 
 
 @nb.njit(cache=True)
-def _weighted_solve(a: F64, y: F64, w: F64, ridge: float) -> F64:
-    """argmin sum w (y - a c)^2 + ridge * max eigenvalue * |c|^2 (ridge 0: plain weighted least squares)."""
-    aw = a * w[:, None]
-    ata = a.T @ aw
-    atb = aw.T @ y
+def _solve_normal(design: F64, y: F64, w: F64, ridge: float) -> npt.NDArray[np.floating]:
+    """Weighted least squares through the normal equations, accumulated without temporaries."""
+    k = design.shape[1]
+    ata = np.zeros((k, k))
+    atb = np.zeros(k)
+    for i in range(y.size):
+        wi = w[i]
+        if wi <= 0:
+            continue
+        for a in range(k):
+            da = design[i, a] * wi
+            atb[a] += da * y[i]
+            for b in range(a, k):
+                ata[a, b] += da * design[i, b]
+    for a in range(k):
+        for b in range(a):
+            ata[a, b] = ata[b, a]
     if ridge > 0:
         lam = ridge * np.max(np.linalg.eigvalsh(ata))
-        for i in range(ata.shape[0]):
-            ata[i, i] += lam
-    return np.asarray(np.linalg.solve(ata, atb), dtype=np.float64)
+        for a in range(k):
+            ata[a, a] += lam
+    return np.linalg.solve(ata, atb)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -57,24 +69,39 @@ def _fit_regions(
     ridge: float,
 ) -> F64:
     n = flux.shape[0]
-    cont = np.zeros((n, sel.size))
+    m = sel.size
     k = design.shape[1]
+    cont = np.zeros((n, m))
     for s in nb.prange(n):
-        y = flux[s, sel]
-        w = np.where(mask[sel], ivar[s, sel], 0.0)
+        y = np.empty(m)
+        w = np.empty(m)
+        good = 0
+        for i in range(m):
+            y[i] = flux[s, sel[i]]
+            w[i] = ivar[s, sel[i]] if mask[sel[i]] else 0.0
+            if w[i] > 0:
+                good += 1
         for _it in range(iterations + 1):
-            if np.count_nonzero(w > 0) <= k:
+            if good <= k:
                 break
-            c = _weighted_solve(design, y, w, ridge)
-            model = design @ c
-            cont[s] = model
+            c = _solve_normal(design, y, w, ridge)
+            for i in range(m):
+                acc = 0.0
+                for a in range(k):
+                    acc += design[i, a] * c[a]
+                cont[s, i] = acc
             if clip_lo <= 0 and clip_hi <= 0:
                 break
-            r = (y - model) * np.sqrt(np.where(w > 0, w, 0.0))
-            new_w = np.where(((clip_lo > 0) & (r < -clip_lo)) | ((clip_hi > 0) & (r > clip_hi)), 0.0, w)
-            if np.all(new_w == w):
+            changed = False
+            for i in range(m):
+                if w[i] > 0:
+                    r = (y[i] - cont[s, i]) * np.sqrt(w[i])
+                    if (clip_lo > 0 and r < -clip_lo) or (clip_hi > 0 and r > clip_hi):
+                        w[i] = 0.0
+                        good -= 1
+                        changed = True
+            if not changed:
                 break
-            w = new_w
     return cont
 
 
@@ -101,17 +128,16 @@ def _regional(
     if blk.wave.shape[0] != 1 and not np.allclose(blk.wave, w):
         raise ValueError("continuum fits need one wavelength grid shared by every spectrum (resample first)")
     m = np.ones(w.size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    cont = np.zeros_like(blk.flux)
+    flux, ivar_, _ = sanitized(blk)
+    cont = np.zeros_like(flux)
     lo, hi = clip if clip else (0.0, 0.0)
     for a, b in regions:
         sel = np.flatnonzero((w >= a) & (w <= b))
         if sel.size == 0:
             continue
         design = design_of(w[sel], a, b)  # type: ignore[operator]
-        cont[:, sel] = _fit_regions(
-            np.ascontiguousarray(design), sel, blk.flux, blk.ivar, m, lo, hi, iterations if clip else 0, ridge
-        )
-    return _normalise(blk.flux, blk.ivar, cont)
+        cont[:, sel] = _fit_regions(np.ascontiguousarray(design), sel, flux, ivar_, m, lo, hi, iterations if clip else 0, ridge)
+    return _normalise(flux, ivar_, cont)
 
 
 def chebyshev(
@@ -163,10 +189,11 @@ def sinusoids(
 def running_median(flux: npt.ArrayLike, ivar: npt.ArrayLike | None = None, *, width: int = 151) -> tuple[F32, F32, F32]:
     """Continuum = running median (``width`` pixels) of the flux, bad pixels bridged by interpolation."""
     blk = as_block(np.arange(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar)
-    f = blk.flux.copy()
+    flux, ivar_, _ = sanitized(blk)
+    f = flux.copy()
     x = np.arange(f.shape[1])
-    for s in np.flatnonzero((blk.ivar <= 0).any(axis=1)):
-        good = blk.ivar[s] > 0
+    for s in np.flatnonzero((ivar_ <= 0).any(axis=1)):
+        good = ivar_[s] > 0
         f[s] = np.interp(x, x[good], f[s, good]) if good.any() else 0.0
     cont = ndimage.median_filter(f, size=(1, width), mode="mirror")
-    return _normalise(blk.flux, blk.ivar, cont)
+    return _normalise(flux, ivar_, cont)
