@@ -1,0 +1,65 @@
+"""Run the benchmarks and print markdown tables of ratios against the peers named in the issues.
+
+    python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
+    python bench/run.py --quick         # small sizes, a few minutes
+    python bench/run.py kernels lake    # a subset
+
+Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_ingest
+import bench_kernels
+import bench_lake
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "ingest"])
+    ap.add_argument("--quick", action="store_true", help="small sizes")
+    ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
+    ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
+    ap.add_argument("--files", type=int, default=None, help="files to ingest (default 2,000; quick 150)")
+    ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "latest.md")
+    args = ap.parse_args()
+    rows = args.rows or (200_000 if args.quick else 2_000_000)
+    n_spectra = args.spectra or (5_000 if args.quick else 50_000)
+    n_files = args.files or (150 if args.quick else 2_000)
+    work = Path(tempfile.mkdtemp(prefix="astra-lake-bench-"))
+    out = [
+        f"# astra-lake benchmarks ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, Python {platform.python_version()})",
+        "",
+    ]
+    try:
+        if "kernels" in args.what:
+            out += ["## Kernels (APOGEE 8575 px, float32 in)", "", *bench_kernels.run(500 if args.quick else 2000), ""]
+        if "lake" in args.what:
+            out += ["## Queries", ""]
+            out += [*bench_lake.results_bench(work, rows // 4, with_postgres=False, with_gz=False), ""]
+            out += [*bench_lake.results_bench(work, rows, with_postgres=not args.no_postgres), ""]
+        if "spectra" in args.what:
+            out += ["## Spectra", "", *bench_lake.spectra_bench(work, n_spectra), ""]
+        if "ingest" in args.what:
+            out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = "\n".join(out)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
