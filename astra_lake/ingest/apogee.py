@@ -20,6 +20,37 @@ from astra_lake.ingest.extract import (
 )
 
 APOGEE_NPIX = 8575
+# Header cards copied (as finite floats or null) into columns of the same meaning.
+APSTAR_CARDS = {
+    "mean_fiber": "MEANFIB",
+    "std_fiber": "SIGFIB",
+    "v_rad": "VHELIO",
+    "e_v_rad": "VERR",
+    "std_v_rad": "VSCATTER",
+    "median_e_v_rad": "VERR_MED",
+    "doppler_teff": "RV_TEFF",
+    "doppler_logg": "RV_LOGG",
+    "doppler_fe_h": "RV_FEH",
+    "doppler_rchi2": "RV_CHI2",
+    "ccfwhm": "CCFWHM",
+    "autofwhm": "AUTOFWHM",
+    "snr": "SNR",
+}
+APVISIT_CARDS = {
+    "jd": "JD-MID",
+    "exptime": "EXPTIME",
+    "input_ra": "RA",
+    "input_dec": "DEC",
+    "snr": "SNR",
+    "v_rad": "VHELIO",
+    "v_rel": "VRAD",
+    "e_v_rel": "VRADERR",
+    "bc": "BC",
+    "doppler_teff": "RVTEFF",
+    "doppler_logg": "RVLOGG",
+    "doppler_fe_h": "RVFEH",
+    "ccfwhm": "CCPFWHM",
+}
 _VISIT_NAME = re.compile(
     r"ap(?:Visit)-(?P<apred>[\w.]+)-(?:(?P<tel>apo25m|lco25m|apo1m)-)?(?P<plate>[\w]+)-(?P<mjd>\d+)-(?P<fiber>\d+)"
 )
@@ -49,6 +80,10 @@ def _source(ext: Extracted, hdr: fits.Header, path: str) -> str:
         },
     )
     return key
+
+
+def _cards(hdr: fits.Header, cards: dict[str, str]) -> dict[str, float | None]:
+    return {col: finite_or_none(hdr.get(card)) for col, card in cards.items()}
 
 
 def _image(hdul: fits.HDUList, i: int, path: str, what: str) -> np.ndarray:
@@ -107,26 +142,14 @@ def read_apstar(hdul: fits.HDUList, path: str) -> Extracted:
             "flux": f0,
             "ivar": iv0,
             "pixel_flags": mask[0].astype(np.int32),
-            "snr": finite_or_none(hdr.get("SNR")),
             "n_visits": n_visits,
             "n_entries": n_rows,
             "min_mjd": min(mjds) if mjds else None,
             "max_mjd": max(mjds) if mjds else None,
-            "mean_fiber": finite_or_none(hdr.get("MEANFIB")),
-            "std_fiber": finite_or_none(hdr.get("SIGFIB")),
             "spectrum_flags": int(hdr.get("STARFLAG", 0)),
-            "v_rad": finite_or_none(hdr.get("VHELIO")),
-            "e_v_rad": finite_or_none(hdr.get("VERR")),
-            "std_v_rad": finite_or_none(hdr.get("VSCATTER")),
-            "median_e_v_rad": finite_or_none(hdr.get("VERR_MED")),
-            "doppler_teff": finite_or_none(hdr.get("RV_TEFF")),
-            "doppler_logg": finite_or_none(hdr.get("RV_LOGG")),
-            "doppler_fe_h": finite_or_none(hdr.get("RV_FEH")),
-            "doppler_rchi2": finite_or_none(hdr.get("RV_CHI2")),
-            "ccfwhm": finite_or_none(hdr.get("CCFWHM")),
-            "autofwhm": finite_or_none(hdr.get("AUTOFWHM")),
             "n_components": hdr.get("N_COMP"),
-        },
+        }
+        | _cards(hdr, APSTAR_CARDS),
     )
     for i, row in enumerate(visit_rows):
         sfile = str(hdr.get(f"SFILE{i + 1}") or "")
@@ -181,26 +204,13 @@ def read_apvisit(hdul: fits.HDUList, path: str) -> Extracted:
         "field": str(hdr.get("FIELD") or hdr.get("LOCID") or "").strip(),
         "obj": str(hdr.get("OBJID") or "").strip(),
         "date_obs": None,
-        "jd": finite_or_none(hdr.get("JD-MID")),
-        "exptime": finite_or_none(hdr.get("EXPTIME")),
-        "input_ra": finite_or_none(hdr.get("RA")),
-        "input_dec": finite_or_none(hdr.get("DEC")),
         "n_frames": hdr.get("NCOMBINE"),
-        "snr": finite_or_none(hdr.get("SNR")),
         "spectrum_flags": int(hdr.get("STARFLAG", 0)),
-        "v_rad": finite_or_none(hdr.get("VHELIO")),
-        "v_rel": finite_or_none(hdr.get("VRAD")),
-        "e_v_rel": finite_or_none(hdr.get("VRADERR")),
-        "bc": finite_or_none(hdr.get("BC")),
-        "doppler_teff": finite_or_none(hdr.get("RVTEFF")),
-        "doppler_logg": finite_or_none(hdr.get("RVLOGG")),
-        "doppler_fe_h": finite_or_none(hdr.get("RVFEH")),
-        "ccfwhm": finite_or_none(hdr.get("CCPFWHM")),
         "wavelength": np.r_[w, np.full(pad, np.nan)],
         "flux": np.r_[f, np.zeros(pad, np.float32)],
         "ivar": np.r_[iv, np.zeros(pad, np.float32)],
         "pixel_flags": np.r_[mask[::-1, ::-1].reshape(-1).astype(np.int32), np.zeros(pad, np.int32)],
         SOURCE_REF: key,
-    }
+    } | _cards(hdr, APVISIT_CARDS)
     ext.add("apogee_visit", row)
     return ext

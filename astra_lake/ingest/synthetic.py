@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pyarrow as pa
 from astropy.coordinates import Galactic, SkyCoord
 
-from astra_lake.lake.conform import storage_schema
+from astra_lake.lake.conform import MANAGED, storage_schema
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
 from astra_lake.schema.versions import version_to_int
@@ -90,17 +90,7 @@ def fill_table(table: Table, n: int, rng: np.random.Generator, given: dict[str, 
     """Rows with every declared column: ``given`` values, flags at realistic rates, the rest random."""
     cols: dict[str, Any] = {}
     flags = _flags(table, n, rng)
-    managed = {
-        "_healpix_29",
-        "source_pk",
-        "spectrum_pk",
-        "task_pk",
-        "created",
-        "modified",
-        "v_astra_major_minor",
-        "sdss_id",
-        "source_key",
-    }
+    managed = MANAGED
     for c in table.columns:
         if c.name in given:
             cols[c.name] = given[c.name]
