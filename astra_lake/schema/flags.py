@@ -181,3 +181,24 @@ def from_signed32(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     [2147483648, 4294967295, 5]
     """
     return np.asarray(values, dtype=np.int64) & np.int64(0xFFFFFFFF)
+
+
+def sdss5_target_bits(flags: bytes | None) -> list[int] | None:
+    """Bits set in an ``sdss5_target_flags`` bitset (bit b lives in byte b // 8, bit b % 8).
+
+    >>> sdss5_target_bits(bytes([0b110, 0b1]))
+    [1, 2, 8]
+    """
+    if flags is None:
+        return None
+    bits = np.unpackbits(np.frombuffer(bytes(flags), dtype=np.uint8), bitorder="little")
+    return [int(b) for b in np.flatnonzero(bits)]
+
+
+def sdss5_cartons(flags: bytes | None) -> list[str] | None:
+    """Carton labels of the bits set in ``sdss5_target_flags`` (SDSS-V targeting table in data_schema/)."""
+    bits = sdss5_target_bits(flags)
+    if bits is None:
+        return None
+    labels = {t.bit: t.label for t in load_schema().targeting}
+    return [labels[b] for b in bits if b in labels]

@@ -102,3 +102,13 @@ def test_polars_has_flag_and_named_columns() -> None:
     assert out["flag_low_snr"].to_list() == [True, False, None]
     assert out["flag_teff_grid_edge_warn"].to_list() == [True, False, None]
     assert out.width == 28
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(min_size=0, max_size=80))
+def test_sdss5_target_flags_python_equals_sql(sql_con: duckdb.DuckDBPyConnection, raw: bytes) -> None:
+    got = sql_con.execute("SELECT sdss5_cartons(?::BLOB)", [raw]).fetchone()
+    assert got is not None and got[0] == F.sdss5_cartons(raw)
+    bits = F.sdss5_target_bits(raw) or []
+    for b in bits[:5]:
+        assert sql_con.execute("SELECT sdss5_target_bit(?::BLOB, ?)", [raw, b]).fetchone() == (True,)
