@@ -35,6 +35,7 @@ class Lake:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.catalog = Catalog.open(Path(path))
         self._index: dict[int, SourceIndex] = {}
+        self._latest: tuple[tuple[int, int], Snapshot] | None = None
 
     @classmethod
     def init(cls, path: str | os.PathLike[str]) -> Lake:
@@ -97,8 +98,16 @@ class Lake:
 
     # -- reading --------------------------------------------------------------------------------
     def snapshot(self, version: Version = None) -> Snapshot:
-        """The files of every table at a lake version number or tag (latest when None)."""
-        return Snapshot(self.catalog, version)
+        """The files of every table at a lake version number or tag (latest when None).
+
+        The latest snapshot is reused until the lake log changes (any commit, by any process)."""
+        if version is not None:
+            return Snapshot(self.catalog, version)
+        log = self.catalog.log_path
+        key = (log.stat().st_mtime_ns, log.stat().st_size) if log.exists() else (0, 0)
+        if self._latest is None or self._latest[0] != key:
+            self._latest = (key, Snapshot(self.catalog, None))
+        return self._latest[1]
 
     def connect(self, version: Version = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot."""

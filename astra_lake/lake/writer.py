@@ -51,7 +51,7 @@ def source_keys(rows: pa.Table) -> pa.Array:
 def parquet_scan(paths: list[str], columns: str = "*") -> str:
     """SQL over exactly these files (never a directory glob)."""
     quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    return f"(SELECT {columns} FROM read_parquet([{quoted}], union_by_name = true))"
+    return f"(SELECT {columns} FROM read_parquet([{quoted}]))"
 
 
 def _set(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:

@@ -93,6 +93,7 @@ def _create_summary_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, tab
 def connect(snapshot: Snapshot, *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the SQL library and views over exactly the snapshot's files."""
     con = duckdb.connect(database)
+    con.execute("SET parquet_metadata_cache = true")  # footers of wide files are parsed once per connection
     load_sql_library(con)
     create_views(con, snapshot)
     return con
