@@ -218,23 +218,28 @@ def read_mwm(hdul: fits.HDUList, path: str, kind: str) -> Extracted:
     return ext
 
 
-def read_astra_summary(hdul: fits.HDUList, path: str) -> Extracted:
-    """astraAllStar<Pipeline>: HDU1 BOSS and HDU2 APOGEE rows -> source, spectrum and result rows."""
+SUMMARY_SPECTRA = {"astraAllStar": ("boss_combined", "apogee_star"), "astraAllVisit": ("boss_visit", "apogee_visit")}
+
+
+def read_astra_summary(hdul: fits.HDUList, path: str, kind: str = "astraAllStar") -> Extracted:
+    """astraAllStar / astraAllVisit<Pipeline>: HDU1 BOSS and HDU2 APOGEE rows -> source, spectrum
+    (coadds or visits) and result rows; results are linked to their spectrum by its natural key."""
     hdr = hdul[0].header
     pipeline = PIPELINES.get(str(hdr.get("PIPELINE", "")).strip())
     if pipeline is None:
         raise IngestError(f"{path}: PIPELINE={hdr.get('PIPELINE')!r} is not one of {', '.join(PIPELINES)}")
     v_astra = version_to_int(str(hdr.get("V_ASTRA", "0.0.0")))
     schema = load_schema()
-    ext = Extracted(path, f"astraAllStar{hdr.get('PIPELINE')}")
+    ext = Extracted(path, f"{kind}{hdr.get('PIPELINE')}")
     source_cols = schema.table("source")
     signed32 = {fc.name for fc in source_cols.flag_columns if fc.signed32_source}
-    for hdu, spectrum_table in ((1, "boss_combined"), (2, "apogee_star")):
+    for hdu, spectrum_table in zip((1, 2), SUMMARY_SPECTRA[kind], strict=True):
         if len(hdul) <= hdu or hdul[hdu].header.get("NAXIS2", 0) == 0:
             continue
         data = hdul[hdu].data
         srcs = _table_rows(data, "source", {}, path)
-        specs = _table_rows(data, spectrum_table, {"v_astra": v_astra} if spectrum_table == "boss_combined" else {}, path)
+        uses_version = "v_astra" in schema.table(spectrum_table).column_names
+        specs = _table_rows(data, spectrum_table, {"v_astra": v_astra} if uses_version else {}, path)
         results = _table_rows(data, pipeline, {}, path)
         natural = schema.table(spectrum_table).upsert_key
         for s, sp, r in zip(srcs, specs, results, strict=True):
@@ -258,7 +263,8 @@ def detect(hdul: fits.HDUList) -> str:
     hdr = hdul[0].header
     names = [h.name for h in hdul]
     if "PIPELINE" in hdr and len(hdul) >= 2 and isinstance(hdul[1], fits.BinTableHDU):
-        return "astraAllStar"
+        cols = {c.lower() for h in hdul[1:] if isinstance(h, fits.BinTableHDU) for c in h.columns.names}
+        return "astraAllStar" if "min_mjd" in cols or "n_visits" in cols else "astraAllVisit"
     mwm = [h for h in hdul[1:] if h.name in MWM_HDUS]
     if mwm:
         cols = {c.lower() for h in mwm if isinstance(h, fits.BinTableHDU) for c in h.columns.names}
@@ -269,4 +275,4 @@ def detect(hdul: fits.HDUList) -> str:
         return "apStar"
     if "FIBERID" in hdr and "PLATE" in hdr and "MJD5" in hdr:
         return "apVisit"
-    raise IngestError("unknown layout: not apStar, apVisit, BOSS spec, mwmStar, mwmVisit or astraAllStar")
+    raise IngestError("unknown layout: not apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar or astraAllVisit")

@@ -15,7 +15,7 @@ from astra_lake.ingest.apogee import read_apstar, read_apvisit
 from astra_lake.ingest.boss_mwm import detect, read_astra_summary, read_boss_spec, read_mwm
 from astra_lake.ingest.extract import Extracted
 
-FORMATS = ("apStar", "apVisit", "bossSpec", "mwmStar", "mwmVisit", "astraAllStar")
+FORMATS = ("apStar", "apVisit", "bossSpec", "mwmStar", "mwmVisit", "astraAllStar", "astraAllVisit")
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def read_file(path: str, fmt: str | None = None) -> Extracted:
                     return read_boss_spec(hdul, path)
                 if guess in ("mwmStar", "mwmVisit"):
                     return read_mwm(hdul, path, guess)
-                if guess == "astraAllStar":
-                    return read_astra_summary(hdul, path)
+                if guess in ("astraAllStar", "astraAllVisit"):
+                    return read_astra_summary(hdul, path, guess)
                 raise IngestError(f"{path}: unknown format {guess!r}; choose one of {', '.join(FORMATS)}")
     except IngestError as exc:
         msg = str(exc)

@@ -216,9 +216,8 @@ class Ingestor:
             con = duckdb.connect()
             con.register("incoming", part)
             on = " AND ".join(f"i._sk_{k} IS NOT DISTINCT FROM s.{k}" for k in key)
-            refs = ", ".join(
-                [SPECTRUM_REF, *(f"_sk_{k}" for k in key)] + (["spectrum_pk"] if "spectrum_pk" in part.column_names else [])
-            )
+            sk = [c for c in part.column_names if c.startswith("_sk_")]  # every spectrum table's key columns
+            refs = ", ".join([SPECTRUM_REF, *sk] + (["spectrum_pk"] if "spectrum_pk" in part.column_names else []))
             scan = parquet_scan([store.abspath(f) for f in store.files()], ", ".join(["spectrum_pk", *key]))
             out.append(
                 con.sql(f"SELECT i.* EXCLUDE ({refs}), s.spectrum_pk FROM incoming i LEFT JOIN {scan} s ON {on}").to_arrow_table()

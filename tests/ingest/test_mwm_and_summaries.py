@@ -69,3 +69,51 @@ def test_astra_all_star_keeps_flags_and_links_results(lake: Lake, tmp_path: Path
     )
     assert src.column("sdss4_apogee_target1_flags").to_pylist() == [2**31, 0, 1]  # signed-32 source recovered
     assert set(src.column("nb").to_pylist()) == {8}  # 57 bits packed into bytes
+
+
+def test_astra_all_visit_apogeenet_v2_flags_by_version(lake: Lake, tmp_path: Path) -> None:
+    n = 3
+    apogee = {
+        "sdss_id": np.array([21, 21, 22]),
+        "release": np.array(["dr19"] * n),
+        "apred": np.array(["1.3"] * n),
+        "telescope": np.array(["apo25m"] * n),
+        "plate": np.array(["p1", "p1", "p2"]),
+        "mjd": np.array([59000, 59001, 59000], np.int32),
+        "fiber": np.array([5, 5, 7], np.int32),
+        "ra": np.array([5.0, 5.0, 6.0], np.float32),
+        "dec": np.array([1.0, 1.0, 2.0], np.float32),
+        "result_flags": np.array([1, 1 << 6, 0], np.int64),
+    }
+    boss = {
+        "sdss_id": np.array([30]),
+        "release": np.array(["dr19"]),
+        "run2d": np.array(["v6_1_3"]),
+        "mjd": np.array([60000], np.int32),
+        "fieldid": np.array([101], np.int32),
+        "catalogid": np.array([77]),
+        "ra": np.array([7.0], np.float32),
+        "dec": np.array([3.0], np.float32),
+        "result_flags": np.array([0], np.int64),
+    }
+    path = factory().make(
+        "astraAllVisitApogeeNet",
+        tmp_path / "astraAllVisitApogeeNet-0.6.0.fits",
+        {"HDU1": 1, "HDU2": n},
+        values={"HDU1": boss, "HDU2": apogee},
+        pipeline="ApogeeNetV2",
+    )
+    s = run(lake, path)
+    assert s.failed == 0, s.errors
+    assert s.rows["apogee_visit"] == 3 and s.rows["boss_visit"] == 1 and s.rows["apogeenet"] == 4
+    got = lake.sql(
+        "SELECT r.result_flags, r.flag_bad, r.flag_warn, v.mjd, v.fiber FROM apogeenet r "
+        "JOIN apogee_visit v USING (spectrum_pk) ORDER BY v.mjd, v.fiber"
+    ).to_pylist()
+    # v_astra 0.6 -> ApogeeNetV2 rules: bit 0 (teff unreliable) is bad; bit 6 (e_teff large) only warns
+    assert [(g["result_flags"], g["flag_bad"], g["flag_warn"]) for g in got] == [
+        (1, True, False),
+        (0, False, False),
+        (64, False, True),
+    ]
+    assert lake.sql("SELECT count(*) FROM boss_visit b JOIN apogeenet r USING (spectrum_pk)").column(0)[0].as_py() == 1
