@@ -91,11 +91,3 @@ def sanitized(blk: Block) -> tuple[F64, F64, I64]:
     iv[bad] = 0.0
     fl = blk.flags if blk.has_flags else np.zeros(f.shape, dtype=np.int64)
     return f, iv, fl
-
-
-def ivar_from_var(var: F64) -> F64:
-    """1/var where var is a positive finite number, else 0."""
-    out = np.zeros_like(var)
-    ok = np.isfinite(var) & (var > 0)
-    out[ok] = 1.0 / var[ok]
-    return out
