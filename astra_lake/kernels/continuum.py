@@ -77,9 +77,11 @@ def _fit_regions(
         w = np.empty(m)
         good = 0
         for i in range(m):
-            y[i] = flux[s, sel[i]]
-            w[i] = ivar[s, sel[i]] if mask[sel[i]] else 0.0
-            if w[i] > 0:
+            f, iv = flux[s, sel[i]], ivar[s, sel[i]]
+            ok = mask[sel[i]] and iv > 0 and np.isfinite(iv) and np.isfinite(f)
+            y[i] = f if ok else 0.0
+            w[i] = iv if ok else 0.0
+            if ok:
                 good += 1
         for _it in range(iterations + 1):
             if good <= k:
@@ -105,11 +107,22 @@ def _fit_regions(
     return cont
 
 
-def _normalise(flux: F64, ivar: F64, cont: F64) -> tuple[F32, F32, F32]:
-    ok = (cont > 0) & (ivar > 0) & np.isfinite(cont)
-    nf = np.where(ok, flux / np.where(ok, cont, 1.0), 0.0)
-    niv = np.where(ok, ivar * cont**2, 0.0)
-    return np.where(np.isfinite(cont), cont, 0.0).astype(np.float32), nf.astype(np.float32), niv.astype(np.float32)
+@nb.njit(parallel=True, cache=True)
+def _normalise(flux: npt.NDArray[np.floating], ivar: npt.NDArray[np.floating], cont: F64) -> tuple[F32, F32, F32]:
+    """One pass: continuum, flux / continuum and ivar * continuum^2 (0 wherever undefined), as float32."""
+    n, p = flux.shape
+    c32 = np.zeros((n, p), dtype=np.float32)
+    nf = np.zeros((n, p), dtype=np.float32)
+    niv = np.zeros((n, p), dtype=np.float32)
+    for s in nb.prange(n):
+        for i in range(p):
+            c, f, iv = cont[s, i], flux[s, i], ivar[s, i]
+            if np.isfinite(c):
+                c32[s, i] = c
+            if c > 0 and np.isfinite(c) and iv > 0 and np.isfinite(iv) and np.isfinite(f):
+                nf[s, i] = f / c
+                niv[s, i] = iv * c * c
+    return c32, nf, niv
 
 
 def _regional(
@@ -128,8 +141,8 @@ def _regional(
     if blk.wave.shape[0] != 1 and not np.allclose(blk.wave, w):
         raise ValueError("continuum fits need one wavelength grid shared by every spectrum (resample first)")
     m = np.ones(w.size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    flux, ivar_, _ = sanitized(blk)
-    cont = np.zeros_like(flux)
+    flux, ivar_ = blk.flux, blk.ivar
+    cont = np.zeros(flux.shape)
     lo, hi = clip if clip else (0.0, 0.0)
     for a, b in regions:
         sel = np.flatnonzero((w >= a) & (w <= b))
