@@ -60,8 +60,8 @@ def _solve_normal(design: F64, y: F64, w: F64, ridge: float) -> npt.NDArray[np.f
 def _fit_regions(
     design: F64,
     sel: npt.NDArray[np.int64],
-    flux: F64,
-    ivar: F64,
+    flux: npt.NDArray[np.floating],
+    ivar: npt.NDArray[np.floating],
     mask: npt.NDArray[np.bool_],
     clip_lo: float,
     clip_hi: float,
