@@ -274,7 +274,7 @@ def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lak
     (files pruned by their _healpix_29 range, row groups by their statistics, as the lake does)."""
     import pyarrow.dataset as pads
 
-    from astra_lake.query.spectra import SourceIndex
+    from astra_lake.query.spectra import SourceIndex, _row_groups
 
     index = SourceIndex(lake.snapshot())
     entries = lake.snapshot().files("apogee_star")
@@ -292,13 +292,7 @@ def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lak
             for lo, hi, pf, _ in files:
                 if lo is not None and not lo <= h <= hi:
                     continue
-                md = pf.metadata
-                col = pf.schema_arrow.get_field_index("_healpix_29")
-                groups = [
-                    g
-                    for g in range(md.num_row_groups)
-                    if md.row_group(g).column(col).statistics.min <= h <= md.row_group(g).column(col).statistics.max
-                ]
+                groups = _row_groups(pf, np.array([[h, h + 1]], dtype=np.int64))
                 if groups:
                     pf.read_row_groups(groups)
             lat.append(time.perf_counter() - s)

@@ -35,17 +35,19 @@ SOURCE_KEY_FROM = (
 
 
 def source_keys(rows: pa.Table) -> pa.Array:
-    """``source_key`` of each source row: given, else from the first identifier present."""
-    given = rows.column("source_key").to_pylist()
-    cols = {c: rows.column(c).to_pylist() for c, _ in SOURCE_KEY_FROM}
-    out = []
-    for i, key in enumerate(given):
-        if key is None:
-            key = next((f"{prefix}:{cols[c][i]}" for c, prefix in SOURCE_KEY_FROM if cols[c][i] not in (None, "")), None)
-        if key is None:
-            raise ValidationError(f"source: row {i} has no sdss_id, sdss4_apogee_id, catalogid, gaia_dr3_source_id or source_key")
-        out.append(key)
-    return pa.array(out, pa.string())
+    """``source_key`` of each source row: given, else ``<prefix>:<value>`` of the first identifier present."""
+    candidates = [rows.column("source_key")]
+    for col, prefix in SOURCE_KEY_FROM:
+        text = pc.cast(rows.column(col), pa.string())
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        candidates.append(pc.binary_join_element_wise(prefix, text, ":"))
+    keys = pc.coalesce(*candidates)
+    if keys.null_count:
+        raise ValidationError(
+            f"source: row {_first_row_of(pc.is_null(keys))} has no sdss_id, sdss4_apogee_id, catalogid, "
+            "gaia_dr3_source_id or source_key"
+        )
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def parquet_scan(paths: list[str], columns: str = "*") -> str:
@@ -58,6 +60,18 @@ def _set(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Ta
     idx = rows.column_names.index(name)
     field = rows.schema.field(name)
     return rows.set_column(idx, field, values.cast(field.type) if values.type != field.type else values)
+
+
+def _scatter(n: int, idx: np.ndarray, values: pa.ChunkedArray | pa.Array, typ: pa.DataType) -> pa.Array:
+    """An array of length ``n`` holding ``values[k]`` at row ``idx[k]`` and null elsewhere."""
+    inverse = np.full(n, -1, dtype=np.int64)
+    inverse[idx] = np.arange(len(idx))
+    taken = pa.chunked_array(values.chunks if isinstance(values, pa.ChunkedArray) else [values], type=values.type)
+    return taken.take(pa.array(inverse, mask=inverse < 0)).combine_chunks().cast(typ)
+
+
+def _first_row_of(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
 
 
 def _fill(rows: pa.Table, name: str, values: pa.Array | np.ndarray) -> pa.Table:
@@ -160,55 +174,54 @@ class Writer:
 
     def _place_from_lake(self, tbl: Table, rows: pa.Table) -> pa.Table:
         """Fill _healpix_29, source_pk and sdss_id from the source table (by source_pk or sdss_id) or,
-        for results, from the spectrum they were derived from (by spectrum_pk)."""
-        need = pc.is_null(rows.column("_healpix_29"))
-        if not pc.any(need).as_py():
+        for results, from the spectrum they were derived from (by spectrum_pk); refuse contradictions."""
+        need = np.asarray(pc.is_null(rows.column("_healpix_29")).to_numpy(zero_copy_only=False), dtype=bool)
+        if not need.any():
             return rows
-        con = duckdb.connect()
-        con.register(
-            "incoming",
-            rows.select([c for c in ("spectrum_pk", "source_pk", "sdss_id") if c in rows.column_names]).append_column(
-                "_row", pa.array(np.arange(rows.num_rows))
-            ),
-        )
+        ids = [c for c in ("spectrum_pk", "source_pk", "sdss_id") if c in rows.column_names]
         lookups = []
-        if tbl.kind in ("pipeline", "pixel") and "spectrum_pk" in rows.column_names:
+        if tbl.kind in ("pipeline", "pixel") and "spectrum_pk" in ids:
             spectra = [p for t in self.catalog.schema.of_kind("spectrum") for p in self._paths(t.name)]
             if spectra:
                 lookups.append(("spectrum_pk", parquet_scan(spectra, "spectrum_pk, source_pk, sdss_id, _healpix_29")))
         sources = self._paths("source")
-        for key in ("source_pk", "sdss_id"):
-            if sources and key in rows.column_names:
-                lookups.append((key, parquet_scan(sources, "source_pk, sdss_id, _healpix_29")))
-        found: dict[int, tuple[Any, Any, Any]] = {}
-        for key, scan in lookups:
-            q = (
-                f"SELECT i._row, s.source_pk, s.sdss_id, s._healpix_29 FROM incoming i JOIN {scan} s "
+        for k in ("source_pk", "sdss_id"):
+            if sources and k in ids:
+                lookups.append((k, parquet_scan(sources, "source_pk, sdss_id, _healpix_29")))
+        found = pa.table({"_row": pa.array([], pa.int64())})
+        if lookups:
+            con = duckdb.connect()
+            con.register("incoming", rows.select(ids).append_column("_row", pa.array(np.arange(rows.num_rows))))
+            union = " UNION ALL ".join(
+                f"SELECT {prio} AS prio, i._row, s.source_pk, s.sdss_id, s._healpix_29 FROM incoming i JOIN {scan} s "
                 f"ON i.{key} = s.{key} WHERE i.{key} IS NOT NULL"
+                for prio, (key, scan) in enumerate(lookups)
             )
-            for r, spk, sid, h in con.execute(q).fetchall():
-                found.setdefault(int(r), (spk, sid, h))
-        missing = [i for i in np.flatnonzero(np.asarray(need.to_numpy(zero_copy_only=False))) if i not in found]
-        if missing:
-            i = int(missing[0])
-            ids = {k: rows.column(k)[i].as_py() for k in ("spectrum_pk", "source_pk", "sdss_id") if k in rows.column_names}
+            first = f"SELECT * FROM ({union}) QUALIFY row_number() OVER (PARTITION BY _row ORDER BY prio) = 1"
+            found = con.sql(first).to_arrow_table()
+        idx = found.column("_row").to_numpy().astype(np.int64)
+        hit = np.zeros(rows.num_rows, dtype=bool)
+        hit[idx] = True
+        if (need & ~hit).any():
+            i = int(np.flatnonzero(need & ~hit)[0])
+            given = {k: rows.column(k)[i].as_py() for k in ids}
             raise ValidationError(
-                f"{tbl.name}: row {i} ({ids}) has no known position: write its source"
+                f"{tbl.name}: row {i} ({given}) has no known position: write its source"
                 + (" / spectrum" if tbl.kind != "spectrum" else "")
                 + " first, or give _healpix_29"
             )
-        vals = [found.get(i, (None, None, None)) for i in range(rows.num_rows)]
-        for j, col in enumerate(("source_pk", "sdss_id", "_healpix_29")):
+        for col in ("source_pk", "sdss_id", "_healpix_29"):
             if col not in rows.column_names:
                 continue
-            given = rows.column(col).to_pylist()
-            for i, (g, v) in enumerate(zip(given, (x[j] for x in vals), strict=True)):
-                if g is not None and v is not None and g != v and i in found:
-                    raise ValidationError(
-                        f"{tbl.name}: row {i} gives {col}={g}, but its "
-                        f"{'spectrum' if tbl.kind != 'spectrum' else 'source'} has {col}={v}"
-                    )
-            rows = _fill(rows, col, pa.array([v[j] for v in vals], pa.int64()))
+            looked_up = _scatter(rows.num_rows, idx, found.column(col), rows.schema.field(col).type)
+            clash = pc.fill_null(pc.not_equal(rows.column(col), looked_up), False)
+            if pc.any(clash).as_py():
+                i = _first_row_of(clash)
+                raise ValidationError(
+                    f"{tbl.name}: row {i} gives {col}={rows.column(col)[i].as_py()}, but its "
+                    f"{'spectrum' if tbl.kind != 'spectrum' else 'source'} has {col}={looked_up[i].as_py()}"
+                )
+            rows = _fill(rows, col, looked_up)
         return rows
 
     def _paths(self, table: str) -> list[str]:
@@ -266,12 +279,9 @@ class Writer:
         matched = con.sql(q).to_arrow_table()
         if matched.num_rows == 0:
             return rows, []
-        idx = matched.column("_row").to_numpy()
+        idx = matched.column("_row").to_numpy().astype(np.int64)
         for c in keep:
-            full = pa.nulls(rows.num_rows, rows.schema.field(c).type).to_pylist()
-            for i, v in zip(idx, matched.column(c).to_pylist(), strict=True):
-                full[i] = v
-            rows = _set(rows, c, pa.array(full, rows.schema.field(c).type))
+            rows = _set(rows, c, _scatter(rows.num_rows, idx, matched.column(c), rows.schema.field(c).type))
         touched = sorted({paths[f] for f in matched.column("filename").to_pylist()})
         return rows, touched
 

@@ -17,16 +17,10 @@ from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.writer import Writer
 from astra_lake.query.duck import connect
 from astra_lake.query.snapshot import Snapshot
-from astra_lake.query.spectra import grid_wavelength
+from astra_lake.query.spectra import grid_wavelength, pixels_2d
 from astra_lake.schema.versions import version_to_int
 
 IDS = ["spectrum_pk", "source_pk", "sdss_id", "_healpix_29"]
-
-
-def _pixels(col: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
-    """A list<...> column as an (n, width) numpy array, zero-copy when the buffers allow it."""
-    arr = pc.list_flatten(col).to_numpy(zero_copy_only=False)
-    return np.asarray(arr, dtype=dtype).reshape(-1, width)
 
 
 def _blocks(snap: Snapshot, table: str, keep: pa.Array | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -75,9 +69,9 @@ def run_apply(
         with Progress(disable=not progress, transient=True) as bar:
             job = bar.add_task(f"{task.name} on {table}", total=total)
             for batch in _blocks(snap, table, keep, batch_rows):
-                flux = _pixels(batch.column("flux"), npix, np.float32)
-                ivar = _pixels(batch.column("ivar"), npix, np.float32)
-                flags = _pixels(batch.column("pixel_flags"), npix, np.int32)
+                flux = pixels_2d(batch.column("flux"), npix, np.float32)
+                ivar = pixels_2d(batch.column("ivar"), npix, np.float32)
+                flags = pixels_2d(batch.column("pixel_flags"), npix, np.int32)
                 result = task(wave, flux, ivar, flags)
                 n = batch.num_rows
                 cols: dict[str, pa.Array] = {c: batch.column(c) for c in IDS}

@@ -58,7 +58,8 @@ def grid_wavelength(grid: Grid) -> npt.NDArray[np.float64]:
     return np.power(10.0, grid.crval + grid.cdelt * np.arange(grid.npix), dtype=np.float64)
 
 
-def _stack(col: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:
+def pixels_2d(col: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
+    """A list<...> pixel column as an (n, width) numpy array (zero-copy when the buffers allow it)."""
     flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=dtype).reshape(-1, width)
 
@@ -67,14 +68,14 @@ def to_spectra(table: Table, rows: pa.Table) -> Spectra:
     """Arrow rows of a spectrum table -> :class:`Spectra`."""
     assert table.grid is not None
     n = table.grid.npix
-    wave = grid_wavelength(table.grid) if table.grid.kind == "log_linear" else _stack(rows.column("wavelength"), n, np.float64)
+    wave = grid_wavelength(table.grid) if table.grid.kind == "log_linear" else pixels_2d(rows.column("wavelength"), n, np.float64)
     meta = rows.drop_columns([c for c in table.pixel_columns if c in rows.column_names])
     return Spectra(
         table=table.name,
         wavelength=wave,
-        flux=_stack(rows.column("flux"), n, np.float32),
-        ivar=_stack(rows.column("ivar"), n, np.float32),
-        pixel_flags=_stack(rows.column("pixel_flags"), n, np.int32),
+        flux=pixels_2d(rows.column("flux"), n, np.float32),
+        ivar=pixels_2d(rows.column("ivar"), n, np.float32),
+        pixel_flags=pixels_2d(rows.column("pixel_flags"), n, np.int32),
         meta=meta,
     )
 
