@@ -82,6 +82,17 @@ def as_block(
     return Block(np.ascontiguousarray(w), np.ascontiguousarray(f), np.ascontiguousarray(iv), np.ascontiguousarray(fl), has_flags)
 
 
+def outputs(
+    n: int, q: int, dtype: npt.DTypeLike, has_flags: bool
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], I64]:
+    """Zeroed flux, ivar and flags ((1, 1) without input flags) for a kernel to fill.
+
+    Allocated by numpy, which asks for huge pages: arrays allocated inside numba fault in 4 KiB pages,
+    and on this class of machine those faults cost more than the kernels' arithmetic.
+    """
+    return np.zeros((n, q), dtype), np.zeros((n, q), dtype), np.zeros((n, q) if has_flags else (1, 1), np.int64)
+
+
 def sanitized(blk: Block) -> tuple[F64, F64, I64]:
     """float64 copies with bad pixels as (flux 0, ivar 0) and dense flags (for the numpy/scipy paths)."""
     f = blk.flux.astype(np.float64)

@@ -53,11 +53,50 @@ def _solve_normal(design: F64, y: F64, w: F64, ridge: float) -> npt.NDArray[np.f
         lam = ridge * np.max(np.linalg.eigvalsh(ata))
         for a in range(k):
             ata[a, a] += lam
-    return np.linalg.solve(ata, atb)
+    return _cholesky_solve(ata, atb)
 
 
-@nb.njit(parallel=True, cache=True)
-def _fit_regions(
+@nb.njit(cache=True)
+def _cholesky_solve(a: F64, b: F64) -> F64:
+    """Solve a x = b for a small symmetric positive-definite a (in place of a LAPACK call per region and
+    spectrum, whose overhead exceeds the arithmetic); falls back to LU when a is not positive definite."""
+    k = b.size
+    lo = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1):
+            acc = a[i, j]
+            for m in range(j):
+                acc -= lo[i, m] * lo[j, m]
+            if i == j:
+                if acc <= 0:
+                    return np.asarray(np.linalg.solve(a, b), dtype=np.float64)
+                lo[i, i] = np.sqrt(acc)
+            else:
+                lo[i, j] = acc / lo[j, j]
+    x = b.copy()
+    for i in range(k):  # forward: lo y = b
+        for m in range(i):
+            x[i] -= lo[i, m] * x[m]
+        x[i] /= lo[i, i]
+    for i in range(k - 1, -1, -1):  # back: lo^T x = y
+        for m in range(i + 1, k):
+            x[i] -= lo[m, i] * x[m]
+        x[i] /= lo[i, i]
+    return x
+
+
+@nb.njit(cache=True, inline="always")
+def _normalise_pixel(c: float, f: float, iv: float, s: int, j: int, c32: F32, nf: F32, niv: F32) -> None:
+    """Continuum, flux / continuum and ivar * continuum^2 of one pixel (0 wherever undefined)."""
+    if np.isfinite(c):
+        c32[s, j] = c
+    if c > 0 and np.isfinite(c) and iv > 0 and np.isfinite(iv) and np.isfinite(f):
+        nf[s, j] = f / c
+        niv[s, j] = iv * c * c
+
+
+@nb.njit(cache=True)
+def _fit_region(
     design: F64,
     sel: npt.NDArray[np.int64],
     flux: npt.NDArray[np.floating],
@@ -68,61 +107,81 @@ def _fit_regions(
     iterations: int,
     ridge: float,
 ) -> F64:
-    n = flux.shape[0]
+    """Continuum of one spectrum at pixels ``sel``: weighted least squares on ``design`` (one row per
+    pixel), refitted after dropping pixels beyond the clip limits; 0 where the fit is undetermined."""
     m = sel.size
     k = design.shape[1]
-    cont = np.zeros((n, m))
-    for s in nb.prange(n):
-        y = np.empty(m)
-        w = np.empty(m)
-        good = 0
+    y = np.empty(m)
+    w = np.empty(m)
+    cont = np.zeros(m)
+    good = 0
+    for i in range(m):
+        f, iv = flux[sel[i]], ivar[sel[i]]
+        ok = mask[sel[i]] and iv > 0 and np.isfinite(iv) and np.isfinite(f)
+        y[i] = f if ok else 0.0
+        w[i] = iv if ok else 0.0
+        good += ok
+    for _it in range(iterations + 1):
+        if good <= k:
+            break
+        coef = _solve_normal(design, y, w, ridge)
         for i in range(m):
-            f, iv = flux[s, sel[i]], ivar[s, sel[i]]
-            ok = mask[sel[i]] and iv > 0 and np.isfinite(iv) and np.isfinite(f)
-            y[i] = f if ok else 0.0
-            w[i] = iv if ok else 0.0
-            if ok:
-                good += 1
-        for _it in range(iterations + 1):
-            if good <= k:
-                break
-            c = _solve_normal(design, y, w, ridge)
-            for i in range(m):
-                acc = 0.0
-                for a in range(k):
-                    acc += design[i, a] * c[a]
-                cont[s, i] = acc
-            if clip_lo <= 0 and clip_hi <= 0:
-                break
-            changed = False
-            for i in range(m):
-                if w[i] > 0:
-                    r = (y[i] - cont[s, i]) * np.sqrt(w[i])
-                    if (clip_lo > 0 and r < -clip_lo) or (clip_hi > 0 and r > clip_hi):
-                        w[i] = 0.0
-                        good -= 1
-                        changed = True
-            if not changed:
-                break
+            acc = 0.0
+            for c in range(k):
+                acc += design[i, c] * coef[c]
+            cont[i] = acc
+        if clip_lo <= 0 and clip_hi <= 0:
+            break
+        changed = False
+        for i in range(m):
+            if w[i] > 0:
+                r = (y[i] - cont[i]) * np.sqrt(w[i])
+                if (clip_lo > 0 and r < -clip_lo) or (clip_hi > 0 and r > clip_hi):
+                    w[i] = 0.0
+                    good -= 1
+                    changed = True
+        if not changed:
+            break
     return cont
 
 
 @nb.njit(parallel=True, cache=True)
-def _normalise(flux: npt.NDArray[np.floating], ivar: npt.NDArray[np.floating], cont: F64) -> tuple[F32, F32, F32]:
-    """One pass: continuum, flux / continuum and ivar * continuum^2 (0 wherever undefined), as float32."""
-    n, p = flux.shape
-    c32 = np.zeros((n, p), dtype=np.float32)
-    nf = np.zeros((n, p), dtype=np.float32)
-    niv = np.zeros((n, p), dtype=np.float32)
-    for s in nb.prange(n):
-        for i in range(p):
-            c, f, iv = cont[s, i], flux[s, i], ivar[s, i]
-            if np.isfinite(c):
-                c32[s, i] = c
-            if c > 0 and np.isfinite(c) and iv > 0 and np.isfinite(iv) and np.isfinite(f):
-                nf[s, i] = f / c
-                niv[s, i] = iv * c * c
-    return c32, nf, niv
+def _fit_normalise(
+    design: F64,
+    sel: npt.NDArray[np.int64],
+    bounds: npt.NDArray[np.int64],
+    flux: npt.NDArray[np.floating],
+    ivar: npt.NDArray[np.floating],
+    mask: npt.NDArray[np.bool_],
+    clip_lo: float,
+    clip_hi: float,
+    iterations: int,
+    ridge: float,
+    c32: F32,
+    nf: F32,
+    niv: F32,
+) -> None:
+    """Every spectrum, every region (rows bounds[g]:bounds[g + 1] of ``design`` and ``sel``): the fit,
+    then the normalised pixels, in one pass."""
+    for s in nb.prange(flux.shape[0]):
+        for g in range(bounds.size - 1):
+            a, b = bounds[g], bounds[g + 1]
+            cont = _fit_region(design[a:b], sel[a:b], flux[s], ivar[s], mask, clip_lo, clip_hi, iterations, ridge)
+            for i in range(b - a):
+                j = sel[a + i]
+                _normalise_pixel(cont[i], flux[s, j], ivar[s, j], s, j, c32, nf, niv)
+
+
+@nb.njit(parallel=True, cache=True)
+def _normalise(flux: npt.NDArray[np.floating], ivar: npt.NDArray[np.floating], cont: F64, c32: F32, nf: F32, niv: F32) -> None:
+    for s in nb.prange(flux.shape[0]):
+        for j in range(flux.shape[1]):
+            _normalise_pixel(cont[s, j], flux[s, j], ivar[s, j], s, j, c32, nf, niv)
+
+
+def _zeros3(shape: tuple[int, int]) -> tuple[F32, F32, F32]:
+    """Outputs allocated by numpy (see ``_common.outputs``: cheaper page faults than inside numba)."""
+    return np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
 
 def _regional(
@@ -141,16 +200,17 @@ def _regional(
     if blk.wave.shape[0] != 1 and not np.allclose(blk.wave, w):
         raise ValueError("continuum fits need one wavelength grid shared by every spectrum (resample first)")
     m = np.ones(w.size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    flux, ivar_ = blk.flux, blk.ivar
-    cont = np.zeros(flux.shape)
-    lo, hi = clip if clip else (0.0, 0.0)
-    for a, b in regions:
-        sel = np.flatnonzero((w >= a) & (w <= b))
-        if sel.size == 0:
-            continue
-        design = design_of(w[sel], a, b)  # type: ignore[operator]
-        cont[:, sel] = _fit_regions(np.ascontiguousarray(design), sel, flux, ivar_, m, lo, hi, iterations if clip else 0, ridge)
-    return _normalise(flux, ivar_, cont)
+    sels = [np.flatnonzero((w >= a) & (w <= b)) for a, b in regions]
+    designs = [design_of(w[sel], a, b) for sel, (a, b) in zip(sels, regions, strict=True) if sel.size]  # type: ignore[operator]
+    sels = [sel for sel in sels if sel.size]
+    out = _zeros3(blk.flux.shape)
+    if sels:
+        lo, hi = clip if clip else (0.0, 0.0)
+        bounds = np.cumsum([0] + [sel.size for sel in sels]).astype(np.int64)
+        design = np.ascontiguousarray(np.concatenate(designs))
+        sel = np.concatenate(sels).astype(np.int64)
+        _fit_normalise(design, sel, bounds, blk.flux, blk.ivar, m, lo, hi, iterations if clip else 0, ridge, *out)
+    return out
 
 
 def chebyshev(
@@ -209,4 +269,6 @@ def running_median(flux: npt.ArrayLike, ivar: npt.ArrayLike | None = None, *, wi
         good = ivar_[s] > 0
         f[s] = np.interp(x, x[good], f[s, good]) if good.any() else 0.0
     cont = ndimage.median_filter(f, size=(1, width), mode="mirror")
-    return _normalise(flux, ivar_, cont)
+    out = _zeros3(flux.shape)
+    _normalise(flux, ivar_, cont, *out)
+    return out
