@@ -31,24 +31,26 @@ def _chebyshev_design(x: F64, degree: int) -> F64:
     return a
 
 
+@nb.njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot3(x: F64, y: F64, z: F64) -> float:
+    """sum x y z (vectorised: reassociated sum)."""
+    acc = 0.0
+    for i in range(x.size):
+        acc += x[i] * y[i] * z[i]
+    return acc
+
+
 @nb.njit(cache=True)
-def _solve_normal(design: F64, y: F64, w: F64, ridge: float) -> npt.NDArray[np.floating]:
-    """Weighted least squares through the normal equations, accumulated without temporaries."""
-    k = design.shape[1]
+def _solve_normal(basis: F64, y: F64, w: F64, ridge: float) -> npt.NDArray[np.floating]:
+    """Weighted least squares through the normal equations; ``basis`` is (n_terms, n_pixels) so that
+    every sum runs over contiguous pixels."""
+    k = basis.shape[0]
     ata = np.zeros((k, k))
     atb = np.zeros(k)
-    for i in range(y.size):
-        wi = w[i]
-        if wi <= 0:
-            continue
-        for a in range(k):
-            da = design[i, a] * wi
-            atb[a] += da * y[i]
-            for b in range(a, k):
-                ata[a, b] += da * design[i, b]
     for a in range(k):
-        for b in range(a):
-            ata[a, b] = ata[b, a]
+        atb[a] = _dot3(w, y, basis[a])
+        for b in range(a, k):
+            ata[a, b] = ata[b, a] = _dot3(w, basis[a], basis[b])
     if ridge > 0:
         lam = ridge * np.max(np.linalg.eigvalsh(ata))
         for a in range(k):
@@ -97,7 +99,7 @@ def _normalise_pixel(c: float, f: float, iv: float, s: int, j: int, c32: F32, nf
 
 @nb.njit(cache=True)
 def _fit_region(
-    design: F64,
+    basis: F64,
     sel: npt.NDArray[np.int64],
     flux: npt.NDArray[np.floating],
     ivar: npt.NDArray[np.floating],
@@ -107,10 +109,10 @@ def _fit_region(
     iterations: int,
     ridge: float,
 ) -> F64:
-    """Continuum of one spectrum at pixels ``sel``: weighted least squares on ``design`` (one row per
+    """Continuum of one spectrum at pixels ``sel``: weighted least squares on ``basis`` (one column per
     pixel), refitted after dropping pixels beyond the clip limits; 0 where the fit is undetermined."""
     m = sel.size
-    k = design.shape[1]
+    k = basis.shape[0]
     y = np.empty(m)
     w = np.empty(m)
     cont = np.zeros(m)
@@ -124,12 +126,11 @@ def _fit_region(
     for _it in range(iterations + 1):
         if good <= k:
             break
-        coef = _solve_normal(design, y, w, ridge)
-        for i in range(m):
-            acc = 0.0
-            for c in range(k):
-                acc += design[i, c] * coef[c]
-            cont[i] = acc
+        coef = _solve_normal(basis, y, w, ridge)
+        cont[:] = 0.0
+        for c in range(k):
+            for i in range(m):
+                cont[i] += coef[c] * basis[c, i]
         if clip_lo <= 0 and clip_hi <= 0:
             break
         changed = False
@@ -147,7 +148,8 @@ def _fit_region(
 
 @nb.njit(parallel=True, cache=True)
 def _fit_normalise(
-    design: F64,
+    basis: F64,
+    k: int,
     sel: npt.NDArray[np.int64],
     bounds: npt.NDArray[np.int64],
     flux: npt.NDArray[np.floating],
@@ -161,12 +163,14 @@ def _fit_normalise(
     nf: F32,
     niv: F32,
 ) -> None:
-    """Every spectrum, every region (rows bounds[g]:bounds[g + 1] of ``design`` and ``sel``): the fit,
-    then the normalised pixels, in one pass."""
+    """Every spectrum, every region g (pixels sel[bounds[g]:bounds[g + 1]]; its (terms, pixels) basis
+    flattened at basis[k * bounds[g]:k * bounds[g + 1]]): the fit, then the normalised pixels, in one pass."""
     for s in nb.prange(flux.shape[0]):
         for g in range(bounds.size - 1):
             a, b = bounds[g], bounds[g + 1]
-            cont = _fit_region(design[a:b], sel[a:b], flux[s], ivar[s], mask, clip_lo, clip_hi, iterations, ridge)
+            cont = _fit_region(
+                basis[k * a : k * b].reshape((k, b - a)), sel[a:b], flux[s], ivar[s], mask, clip_lo, clip_hi, iterations, ridge
+            )
             for i in range(b - a):
                 j = sel[a + i]
                 _normalise_pixel(cont[i], flux[s, j], ivar[s, j], s, j, c32, nf, niv)
@@ -207,9 +211,11 @@ def _regional(
     if sels:
         lo, hi = clip if clip else (0.0, 0.0)
         bounds = np.cumsum([0] + [sel.size for sel in sels]).astype(np.int64)
-        design = np.ascontiguousarray(np.concatenate(designs))
+        basis = np.concatenate([np.ascontiguousarray(d.T).ravel() for d in designs])
         sel = np.concatenate(sels).astype(np.int64)
-        _fit_normalise(design, sel, bounds, blk.flux, blk.ivar, m, lo, hi, iterations if clip else 0, ridge, *out)
+        _fit_normalise(
+            basis, designs[0].shape[1], sel, bounds, blk.flux, blk.ivar, m, lo, hi, iterations if clip else 0, ridge, *out
+        )
     return out
 
 

@@ -447,7 +447,12 @@ def _running_median(x: Arr, good: npt.NDArray[np.bool_], centres: Arr, half: int
         if good[i]:
             mn, mx = min(mn, x[i]), max(mx, x[i])
     if mn >= mx:  # no good pixels, or one value throughout
-        out[:] = mn if mn == mx else np.nan
+        seen = np.zeros(p + 1, dtype=np.int64)
+        for i in range(p):
+            seen[i + 1] = seen[i] + good[i]
+        for c in range(centres.size):
+            lo, hi = max(0, centres[c] - half), min(p, centres[c] + half + 1)
+            out[c] = mn if seen[hi] > seen[lo] else np.nan
         return
     bins = _value_bins(x, good, 4096)
     start = np.zeros(4097, dtype=np.int64)  # pixels listed by bin, ascending within a bin
