@@ -54,18 +54,24 @@ class Lake:
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, table: str, data: Any) -> int:
-        """Append rows (refusing keys that exist); returns the new lake version."""
+        """Append rows (refusing keys that exist) in one commit; returns its lake version.
+
+        A leaf left with many files is then merged (see :meth:`compact`), as the next version."""
         with self.catalog.writing():
             version = Writer(self.catalog).append(table, data)
-            write_sidecars(self.catalog.store(table))
+            self._after_write(table)
         return version
 
     def upsert(self, table: str, data: Any, *, batch_rows: int = 250_000) -> int:
-        """Insert or replace rows by key (results keep task_pk and created); one commit."""
+        """Insert or replace rows by key (results keep task_pk and created) in one commit; returns its
+        lake version. A leaf left with many files is then merged, as the next version."""
         with self.catalog.writing():
             version = Writer(self.catalog).upsert(table, data, batch_rows=batch_rows)
-            write_sidecars(self.catalog.store(table))
+            self._after_write(table)
         return version
+
+    def _after_write(self, table: str) -> None:
+        write_sidecars(self.catalog.store(table))
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:

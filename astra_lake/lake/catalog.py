@@ -31,6 +31,9 @@ from astra_lake.lake.sequences import Sequences
 from astra_lake.schema.loader import Schema, load_schema
 
 FORMAT = "astra-lake"
+# A write leaving a leaf with at least this many files merges that leaf (a commit of its own); lookups
+# and queries slow down with the number of files. "auto_compact_min_files" in lake.json; 0 turns it off.
+AUTO_COMPACT_MIN_FILES = 8
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ class Catalog:
         if not (root / "lake.json").exists():
             raise LakeNotFoundError(f"{root}: not an astra-lake (no lake.json); create one with `astra-lake init {root}`")
         return cls(root)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """lake.json: format marker, schema version and settings (``auto_compact_min_files``)."""
+        info: dict[str, Any] = json.loads((self.root / "lake.json").read_text())
+        info.setdefault("auto_compact_min_files", AUTO_COMPACT_MIN_FILES)
+        return info
 
     # -- tables ---------------------------------------------------------------------------------
     def store(self, table: str) -> DeltaStore:

@@ -23,6 +23,7 @@ from astra_lake.lake.conform import as_arrow, conform, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.healpix import healpix29
+from astra_lake.lake.maintenance import compact
 from astra_lake.schema.model import Table
 
 IDENTITY = {"source": "source_pk", "spectrum": "spectrum_pk", "pipeline": "task_pk", "pixel": "task_pk"}
@@ -51,9 +52,11 @@ def source_keys(rows: pa.Table) -> pa.Array:
 
 
 def parquet_scan(paths: list[str], columns: str = "*") -> str:
-    """SQL over exactly these files (never a directory glob)."""
+    """SQL over exactly these files (never a directory glob). The HATS ``Norder=/Dir=/Npix=`` folders are
+    not columns: hive partitioning (which DuckDB would otherwise detect) stays off."""
     quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    return f"(SELECT {columns} FROM read_parquet([{quoted}]))"
+    scan = f"read_parquet([{quoted}], hive_partitioning = false)"
+    return scan if columns == "*" else f"(SELECT {columns} FROM {scan})"
 
 
 def _set(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
@@ -146,7 +149,11 @@ class Writer:
         if not store.exists():
             store.create()  # Delta version 0: the empty table (never a lake version of its own)
         version = store.commit(adds, removes, operation, {"rows": rows})
-        return self.catalog.record(store.table.name, version, operation, rows)
+        lake_version = self.catalog.record(store.table.name, version, operation, rows)
+        min_files = int(self.catalog.settings["auto_compact_min_files"])
+        if min_files > 0:  # the policy: merge leaves this write left with many files (the next version)
+            compact(self.catalog, store.table.name, min_files=min_files)
+        return lake_version
 
     def _prepare(self, tbl: Table, rows: pa.Table) -> pa.Table:
         """Derived columns, timestamps and sky position (from ra/dec, or from the source / spectrum)."""

@@ -58,16 +58,22 @@ def versioned_sql(fc: FlagColumn, which: str, x: str, v: str | None) -> str | No
     return "(CASE " + " ".join(whens) + " END)"
 
 
+def bit_test_sql(x: str, bit: int) -> str:
+    """Whether ``bit`` (a constant, 0-63) is set in ``x``: a plain expression rather than ``has_flag``,
+    whose range check calls error(), which keeps DuckDB from dropping unused view columns."""
+    return f"((({x} >> {bit}) & 1) = 1)"
+
+
 def named_flag_sql(fc: FlagColumn, name: str, x: str, v: str | None) -> str:
     """Boolean SQL for one named flag; with a version expression, NULL where that version does not define it."""
     if v is None or not fc.versioned:
         flag = fc.latest.flag(name)
         assert flag is not None
-        return f"has_flag({x}, {flag.bit})"
+        return bit_test_sql(x, flag.bit)
     whens = []
     for e in fc.editions:
         flag = e.flag(name)
-        whens.append(f"WHEN {edition_condition(e, v)} THEN {f'has_flag({x}, {flag.bit})' if flag else 'NULL'}")
+        whens.append(f"WHEN {edition_condition(e, v)} THEN {bit_test_sql(x, flag.bit) if flag else 'NULL'}")
     return "(CASE " + " ".join(whens) + " END)"
 
 

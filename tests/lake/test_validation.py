@@ -54,6 +54,9 @@ def test_spectrum_shape_and_position_errors(lake: Lake) -> None:
     }
     with pytest.raises(ValidationError, match=r"apogee_star\.flux: row 0 has 100 pixels, expected 8575"):
         lake.write("apogee_star", bad)
+    holes = pa.array([[1.0] * 8574 + [None]], pa.list_(pa.float32()))
+    with pytest.raises(ValidationError, match=r"apogee_star\.flux: row 0 has null pixels"):
+        lake.write("apogee_star", bad | {"flux": holes})
     orphan = bad | {"flux": np.ones((1, 8575), np.float32), "sdss_id": [999]}
     with pytest.raises(ValidationError, match=r"apogee_star: row 0 .*999.* write its source first"):
         lake.write("apogee_star", orphan)

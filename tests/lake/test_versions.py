@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from astra_lake import Lake
@@ -93,3 +95,23 @@ def test_versions_log(populated: Lake) -> None:
     assert [c.lake_version for c in log] == list(range(1, len(log) + 1))
     assert [c.table for c in log[:2]] == ["source", "apogee_star"]
     assert log[-1].operation == "upsert" and log[-1].rows == 120
+
+
+def test_writes_that_leave_many_files_in_a_leaf_trigger_a_compaction(lake: Lake) -> None:
+    """The automatic policy: the write is its own version, then the crowded leaves are merged."""
+    src = S.sources(30, seed=1)
+    for name, value in (("ra", 120.0), ("dec", -5.0)):  # every source in one leaf
+        src = src.set_column(src.column_names.index(name), name, pa.array(np.full(30, value)))
+    lake.write("source", src)
+    (lake.path / "lake.json").write_text(
+        json.dumps(json.loads((lake.path / "lake.json").read_text()) | {"auto_compact_min_files": 3})
+    )
+    ids = src.column("sdss_id").to_numpy()
+    for i in range(3):
+        lake.write("apogee_star", next(iter(S.spectra("apogee_star", ids[i * 10 : i * 10 + 10], seed=i))))
+    ops = [c.operation for c in lake.versions() if c.table == "apogee_star"]
+    assert ops == ["append", "append", "append", "compact"]
+    files = lake.snapshot().files("apogee_star")
+    assert len({f.npix for f in files}) == len(files)  # one file per leaf again
+    assert _count(lake, "apogee_star") == 30
+    assert _count(lake, "apogee_star", version=lake.version - 1) == 30  # the write's own version, same rows
