@@ -11,7 +11,7 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -39,19 +39,75 @@ def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 15) -> dict[str, float]:
+    """Median seconds of each function, run in turns so that machine noise hits all of them alike."""
+    for fn in fns.values():
+        fn()  # warm
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def in_child(fn: Callable[..., dict[str, float]], *args: object) -> dict[str, float]:
+    """Run ``fn(*args)`` in a fresh process (so its peak RSS is its own) and return its dict."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def streaming_upsert(path: str, n: int, batch: int = 100_000) -> dict[str, float]:
+    """Upsert ``n`` ASPCAP results generated batch by batch (never all in memory); rows/s and peak RSS."""
+    lake = Lake.init(path)
+
+    def batches() -> Iterator[pa.Table]:
+        for start in range(0, n, batch):
+            yield aspcap_rows(min(batch, n - start), seed=start, first=start + 1)
+
+    t = time.perf_counter()
+    lake.upsert("aspcap", batches())
+    return {"rows_per_s": n / (time.perf_counter() - t), "peak_mb": own_peak_mb()}
+
+
+def streaming_append_spectra(path: str, n: int) -> dict[str, float]:
+    """Append ``n`` synthetic APOGEE spectra in batches of 2,000 (generation included); rate and peak RSS."""
+    lake = Lake.init(path)
+    src = S.sources(n, seed=5)
+    lake.write("source", src)
+    t = time.perf_counter()
+    for b in S.spectra("apogee_star", src.column("sdss_id").to_numpy(), seed=6, batch=2000):
+        lake.write("apogee_star", b)
+    return {"spectra_per_s": n / (time.perf_counter() - t), "peak_mb": own_peak_mb()}
+
+
+def own_peak_mb() -> float:
+    """Peak resident memory of this process image (VmHWM; ru_maxrss would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def aspcap_rows(n: int, seed: int = 0) -> pa.Table:
-    """``n`` ASPCAP results with every declared column, on Galactic-plane positions."""
+def aspcap_rows(n: int, seed: int = 0, first: int = 1) -> pa.Table:
+    """``n`` ASPCAP results (spectrum_pk ``first`` ...) with every declared column, on Galactic-plane
+    positions."""
     rng = np.random.default_rng(seed)
-    tbl = S.results("aspcap", np.arange(1, n + 1), seed=seed)
+    pks = np.arange(first, first + n)
+    tbl = S.results("aspcap", pks, seed=seed)
     ra, dec = S.sky_positions(n, rng)
     extra = {
         "_healpix_29": pa.array(healpix29(ra, dec)),
-        "source_pk": pa.array(np.arange(1, n + 1)),
-        "sdss_id": pa.array(np.arange(1, n + 1)),
+        "source_pk": pa.array(pks),
+        "sdss_id": pa.array(pks),
     }
     for k, v in extra.items():
         tbl = tbl.append_column(k, v)
@@ -130,15 +186,22 @@ def results_bench(workdir: Path, n: int, with_postgres: bool = True, with_gz: bo
     plain_sql = (
         f"SELECT count(*) FROM read_parquet('{pq_path}') WHERE (result_flags & {BAD_MASK}) = 0 AND teff BETWEEN 4000 AND 6000"
     )
+    q_plain_group = Q_GROUP.format(t=f"read_parquet('{pq_path}')")
+    side = interleaved(
+        {
+            "lake count": lambda: con.execute(Q_COUNT.format(t="aspcap")).fetchall(),
+            "plain count": lambda: plain.execute(plain_sql).fetchall(),
+            "lake group": lambda: con.execute(Q_GROUP.format(t="aspcap")).fetchall(),
+            "plain group": lambda: plain.execute(q_plain_group).fetchall(),
+        }
+    )
     timings: dict[str, dict[str, float]] = {}
-    timings["astra-lake (snapshot views + macros)"] = {
-        "count": median_time(lambda: con.execute(Q_COUNT.format(t="aspcap")).fetchall()),
-        "group": median_time(lambda: con.execute(Q_GROUP.format(t="aspcap")).fetchall()),
-    }
+    timings["astra-lake (snapshot views + macros)"] = {"count": side["lake count"], "group": side["lake group"]}
     timings["DuckDB on one plain Parquet file, bare bitwise filter"] = {
-        "count": median_time(lambda: plain.execute(plain_sql).fetchall()),
-        "group": median_time(lambda: plain.execute(Q_GROUP.format(t=f"read_parquet('{pq_path}')")).fetchall()),
+        "count": side["plain count"],
+        "group": side["plain group"],
     }
+    n_files = len(lake.snapshot().files("aspcap"))
     fits_path = workdir / f"aspcap_{n}.fits"
     cols = [
         c
@@ -199,92 +262,135 @@ def results_bench(workdir: Path, n: int, with_postgres: bool = True, with_gz: bo
         f"Bytes the count query must touch: {touched / 1e6:.0f} MB (teff float32 + result_flags int64); at 10 GB/s "
         f"that is {touched / 10e9 * 1e3:.1f} ms; astra-lake took {lake_t['count'] * 1e3:.1f} ms "
         f"(it must also decompress zstd Parquet).",
-        f"Upsert of {n:,} results into an empty table: {n / upsert_s:,.0f} rows/s; "
-        f"peak RSS of this process so far {peak_rss_mb():,.0f} MB.",
+        f"Lake and plain-file timings are medians of 15 runs taken in turns. The lake table has {n_files} "
+        "files (after the automatic compaction of the upsert's leaves).",
+        f"Upsert of {n:,} results (held in memory) into an empty table, automatic compaction included: "
+        f"{n / upsert_s:,.0f} rows/s.",
     ]
     return lines
 
 
-def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
-    lake = Lake.init(workdir / f"spectra_{n_spectra}")
-    src = S.sources(n_spectra, seed=5)
-    lake.write("source", src)
-    ids = src.column("sdss_id").to_numpy()
-    t = time.perf_counter()
-    for batch in S.spectra("apogee_star", ids, seed=6, batch=2000):
-        lake.write("apogee_star", batch)
-    append_s = time.perf_counter() - t
-    rng = np.random.default_rng(1)
-    sample = rng.choice(ids, 200, replace=False)
-    lake.spectra(int(sample[0]), "apogee_star")
-    lat = []
-    for sid in sample:
-        s = time.perf_counter()
-        lake.spectra(int(sid), "apogee_star")
-        lat.append(time.perf_counter() - s)
-    # the per-source FITS path: a 4-HDU mwmStar-like file, one row of flux/ivar/flags
-    one = lake.spectra(int(sample[0]), "apogee_star")
+def streaming_bench(workdir: Path, n_results: int, n_spectra: int) -> list[str]:
+    """Write rates and the writer's own peak memory (fresh process each), at 1/4 and full size."""
+    lines = [
+        "| write (fresh process, data generated batch by batch) | size | rate | peak RSS |",
+        "|---|---:|---:|---:|",
+    ]
+    for n in (n_results // 4, n_results):
+        r = in_child(streaming_upsert, str(workdir / f"stream_{n}"), n)
+        lines.append(f"| upsert ASPCAP results (223 columns) | {n:,} | {r['rows_per_s']:,.0f} rows/s | {r['peak_mb']:,.0f} MB |")
+        shutil.rmtree(workdir / f"stream_{n}", ignore_errors=True)
+    for n in (n_spectra // 4, n_spectra):
+        r = in_child(streaming_append_spectra, str(workdir / f"append_{n}"), n)
+        lines.append(
+            f"| append APOGEE spectra (8575 px; generation included) | {n:,} | {r['spectra_per_s']:,.0f} spectra/s "
+            f"| {r['peak_mb']:,.0f} MB |"
+        )
+        shutil.rmtree(workdir / f"append_{n}", ignore_errors=True)
+    return lines
+
+
+def _fits_per_source(path: Path, one: object) -> None:
+    """A 4-HDU mwmStar-like file holding one source's spectrum (flux, ivar, flags) in the APOGEE/APO HDU."""
+    spec = one  # a Spectra
     hdus = [fits.PrimaryHDU()] + [
         fits.BinTableHDU.from_columns(
             [
-                fits.Column("flux", f"{8575}E", array=one.flux),
-                fits.Column("ivar", "8575E", array=one.ivar),
-                fits.Column("pixel_flags", "8575J", array=one.pixel_flags),
+                fits.Column("flux", "8575E", array=spec.flux),  # type: ignore[attr-defined]
+                fits.Column("ivar", "8575E", array=spec.ivar),  # type: ignore[attr-defined]
+                fits.Column("pixel_flags", "8575J", array=spec.pixel_flags),  # type: ignore[attr-defined]
             ],
-            name=n,
+            name=name,
         )
-        for n in ("BOSS/APO", "BOSS/LCO", "APOGEE/APO", "APOGEE/LCO")
+        for name in ("BOSS/APO", "BOSS/LCO", "APOGEE/APO", "APOGEE/LCO")
     ]
-    fpath = workdir / "mwmStar-like.fits"
-    fits.HDUList(hdus).writeto(fpath, overwrite=True)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
 
-    def fits_read() -> None:
-        with fits.open(fpath) as h:
-            d = h[3].data
-            _ = (np.array(d["flux"][0]), np.array(d["ivar"][0]), np.array(d["pixel_flags"][0]))
 
-    fits_t = median_time(fits_read, 50)
-    snap = lake.snapshot()
-    paths = snap.paths("apogee_star")
-    import pyarrow.dataset as pads
-
-    t = time.perf_counter()
-    total = pads.dataset(paths, format="parquet").to_table(columns=["flux"]).num_rows
-    scan_s = time.perf_counter() - t
-    raw_gb = total * 8575 * 4 / 1e9
+def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
+    """One source's spectra: lake.spectra vs opening that source's own FITS file, in turns over the same
+    200 random sources; full scans; at 1/4 and full size."""
     lines = [
-        f"### Spectra: {n_spectra:,} APOGEE spectra (8575 px), "
-        f"row groups of {lake.catalog.schema.table('apogee_star').row_group_rows}",
-        "",
-        "| what | figure |",
-        "|---|---:|",
-        f"| one source's spectra via lake.spectra(sdss_id): median | {statistics.median(lat) * 1e3:.1f} ms |",
-        f"| same: p99 | {np.percentile(lat, 99) * 1e3:.1f} ms |",
-        f"| astropy: open a 4-HDU mwmStar-like file, read one row (cached) | {fits_t * 1e3:.1f} ms |",
-        f"| full scan of flux (pyarrow dataset, 2 threads, decode) | {raw_gb / scan_s:.2f} GB/s raw float32 |",
-        f"| append {n_spectra:,} spectra (synthetic generation included) | {n_spectra / append_s:,.0f} spectra/s |",
-        f"| peak RSS of this process | {peak_rss_mb():,.0f} MB |",
+        "| spectra in lake | files | lake.spectra(sdss_id) median | p99 | per-source FITS file (astropy) median | "
+        "p99 | lake / FITS | flux scan, pyarrow | flux scan, DuckDB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += _row_group_tradeoff(workdir, paths, sample, lake)
+    last: tuple[Lake, list[str], np.ndarray] | None = None
+    for n in (n_spectra // 4, n_spectra):
+        lake = Lake.init(workdir / f"spectra_{n}")
+        src = S.sources(n, seed=5)
+        lake.write("source", src)
+        ids = src.column("sdss_id").to_numpy()
+        for batch in S.spectra("apogee_star", ids, seed=6, batch=2000):
+            lake.write("apogee_star", batch)
+        sample = np.random.default_rng(1).choice(ids, 200, replace=False)
+        fdir = workdir / f"fits_{n}"
+        fdir.mkdir()
+        for sid in sample:
+            _fits_per_source(fdir / f"mwmStar-{sid}.fits", lake.spectra(int(sid), "apogee_star"))
+
+        def fits_read(sid: int, fdir: Path = fdir) -> None:
+            with fits.open(fdir / f"mwmStar-{sid}.fits") as h:
+                d = h[3].data
+                _ = (np.array(d["flux"][0]), np.array(d["ivar"][0]), np.array(d["pixel_flags"][0]))
+
+        lake.spectra(int(sample[0]), "apogee_star")
+        fits_read(int(sample[0]))
+        lat_lake, lat_fits = [], []
+        for sid in sample:
+            t = time.perf_counter()
+            lake.spectra(int(sid), "apogee_star")
+            lat_lake.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fits_read(int(sid))
+            lat_fits.append(time.perf_counter() - t)
+        paths = lake.snapshot().paths("apogee_star")
+        import pyarrow.dataset as pads
+
+        t = time.perf_counter()
+        total = pads.dataset(paths, format="parquet").to_table(columns=["flux"]).num_rows
+        scan_pa = total * 8575 * 4 / 1e9 / (time.perf_counter() - t)
+        con = lake.connect()
+        t = time.perf_counter()
+        con.execute("SELECT sum(list_sum(flux)) FROM apogee_star").fetchall()
+        scan_duck = total * 8575 * 4 / 1e9 / (time.perf_counter() - t)
+        ml, mf = statistics.median(lat_lake), statistics.median(lat_fits)
+        lines.append(
+            f"| {n:,} | {len(paths)} | {ml * 1e3:.1f} ms | {np.percentile(lat_lake, 99) * 1e3:.1f} ms | {mf * 1e3:.1f} ms "
+            f"| {np.percentile(lat_fits, 99) * 1e3:.1f} ms | {ml / mf:.2f}x | {scan_pa:.2f} GB/s | {scan_duck:.2f} GB/s |"
+        )
+        last = (lake, paths, sample)
+    assert last is not None
+    lines += [
+        "",
+        "Lookups and FITS reads alternate over the same 200 random sources (one FITS file per source, in the "
+        "page cache, as the mwmStar path is when cached). Scans decode every flux array (raw float32 GB/s).",
+    ]
+    lines += _row_group_tradeoff(workdir, last[1], last[2], last[0])
     return lines
 
 
 def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lake: Lake) -> list[str]:
-    """Lookup latency and scan speed for the same files rewritten with other row-group sizes
-    (files pruned by their _healpix_29 range, row groups by their statistics, as the lake does)."""
+    """Lookup latency and scan speed for the same files rewritten with other row-group sizes and the
+    lake's encodings (files pruned by their _healpix_29 range, row groups by their statistics)."""
     import pyarrow.dataset as pads
 
+    from astra_lake.lake.files import _encodings
     from astra_lake.query.spectra import SourceIndex, _row_groups
 
     index = SourceIndex(lake.snapshot())
     entries = lake.snapshot().files("apogee_star")
     out = ["", "| row group (spectra) | lookup median | lookup p99 | flux scan GB/s (threads) |", "|---:|---:|---:|---:|"]
-    for rg in (64, 256, 1024):
+    for rg in (16, 64, 256, 1024):
         files = []
         for i, (p, f) in enumerate(zip(paths, entries, strict=True)):
             dst = workdir / f"rg{rg}_{i}.parquet"
-            pq.write_table(pq.read_table(p), dst, row_group_size=rg, compression="zstd", compression_level=3)
-            files.append((f.hmin, f.hmax, pq.ParquetFile(dst, memory_map=True), dst))
+            t = pq.read_table(p)
+            dictionary, compression, split = _encodings(t.schema)
+            pq.write_table(
+                t, dst, row_group_size=rg, compression=compression, use_byte_stream_split=split, use_dictionary=dictionary
+            )
+            files.append((f.hmin, f.hmax, pq.ParquetFile(dst, memory_map=True, pre_buffer=False), dst))
         lat = []
         for sid in sample[:100]:
             h = index.healpix_of(int(sid))
@@ -296,8 +402,8 @@ def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lak
                 if groups:
                     pf.read_row_groups(groups)
             lat.append(time.perf_counter() - s)
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         n = pads.dataset([str(f[3]) for f in files], format="parquet").to_table(columns=["flux"]).num_rows
-        gbs = n * 8575 * 4 / 1e9 / (time.perf_counter() - t)
+        gbs = n * 8575 * 4 / 1e9 / (time.perf_counter() - t0)
         out.append(f"| {rg} | {statistics.median(lat) * 1e3:.1f} ms | {np.percentile(lat, 99) * 1e3:.1f} ms | {gbs:.2f} |")
     return out

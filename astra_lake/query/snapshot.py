@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.delta_store import DataFile
 
@@ -15,6 +18,7 @@ class Snapshot:
     catalog: Catalog
     version: int | str | None = None
     _files: dict[str, list[DataFile]] = field(default_factory=dict, repr=False)
+    _ranges: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.table_versions = self.catalog.resolve(self.version)
@@ -31,3 +35,15 @@ class Snapshot:
     def paths(self, table: str) -> list[str]:
         store = self.catalog.store(table)
         return [store.abspath(f) for f in self.files(table)]
+
+    def healpix_ranges(self, table: str) -> npt.NDArray[np.int64]:
+        """(n_files, 2) closed ``_healpix_29`` interval of each file (its leaf, narrowed by its min/max)."""
+        if table not in self._ranges:
+            shift = 2 * (29 - self.catalog.schema.table(table).healpix_order)
+            out = np.empty((len(self.files(table)), 2), dtype=np.int64)
+            for i, f in enumerate(self.files(table)):
+                out[i] = (f.npix << shift, ((f.npix + 1) << shift) - 1)
+                if f.hmin is not None and f.hmax is not None:
+                    out[i] = (max(out[i, 0], f.hmin), min(out[i, 1], f.hmax))
+            self._ranges[table] = out
+        return self._ranges[table]

@@ -8,6 +8,7 @@ files whose ``_healpix_29`` range contains it -> the row groups whose statistics
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import astropy.units as u
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from cdshealpix import nested
 
 from astra_lake.errors import AstraLakeError
-from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, overlaps
+from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.model import Grid, Table
 
@@ -53,9 +54,16 @@ class Spectra:
         }
 
 
+@functools.lru_cache(maxsize=64)
+def _log_linear(crval: float, cdelt: float, npix: int) -> npt.NDArray[np.float64]:
+    wave = np.power(10.0, crval + cdelt * np.arange(npix), dtype=np.float64)
+    wave.flags.writeable = False  # shared between calls
+    return wave
+
+
 def grid_wavelength(grid: Grid) -> npt.NDArray[np.float64]:
-    """The wavelength array of a log-linear grid."""
-    return np.power(10.0, grid.crval + grid.cdelt * np.arange(grid.npix), dtype=np.float64)
+    """The wavelength array of a log-linear grid (read-only, cached)."""
+    return _log_linear(grid.crval, grid.cdelt, grid.npix)
 
 
 def pixels_2d(col: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
@@ -80,20 +88,36 @@ def to_spectra(table: Table, rows: pa.Table) -> Spectra:
     )
 
 
+def _group_bounds(pf: pq.ParquetFile) -> npt.NDArray[np.int64]:
+    """Closed ``_healpix_29`` interval of each row group (from its statistics; everything without)."""
+    col = pf.schema_arrow.get_field_index("_healpix_29")
+    bounds = np.empty((pf.metadata.num_row_groups, 2), dtype=np.int64)
+    for i in range(len(bounds)):
+        st = pf.metadata.row_group(i).column(col).statistics
+        has = st is not None and st.has_min_max
+        bounds[i] = (int(st.min), int(st.max)) if has else (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+    return bounds
+
+
 @functools.lru_cache(maxsize=4096)
-def _parquet(path: str) -> pq.ParquetFile:
-    return pq.ParquetFile(path, memory_map=True)
+def _parquet(path: str) -> tuple[pq.ParquetFile, npt.NDArray[np.int64]]:
+    """An open file (footer parsed once; no pre-buffering, which costs more than it saves for a few
+    row groups) and its row groups' ``_healpix_29`` intervals."""
+    pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
+    return pf, _group_bounds(pf)
+
+
+def _meeting(ranges: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Indices of the closed intervals ``bounds`` that meet one of the sorted half-open ``ranges``."""
+    i = np.searchsorted(ranges[:, 0], bounds[:, 1], side="right") - 1
+    ok = i >= 0
+    ok[ok] = ranges[i[ok], 1] > bounds[ok, 0]
+    return np.flatnonzero(ok)
 
 
 def _row_groups(pf: pq.ParquetFile, ranges: npt.NDArray[np.int64]) -> list[int]:
     """Row groups whose _healpix_29 statistics meet one of the ranges."""
-    col = pf.schema_arrow.get_field_index("_healpix_29")
-    out = []
-    for i in range(pf.metadata.num_row_groups):
-        st = pf.metadata.row_group(i).column(col).statistics
-        if st is None or not st.has_min_max or overlaps(ranges, int(st.min), int(st.max)):
-            out.append(i)
-    return out
+    return [int(i) for i in _meeting(ranges, _group_bounds(pf))]
 
 
 class SourceIndex:
@@ -119,29 +143,34 @@ class SourceIndex:
         return int(self.h29[i])
 
 
-def read_rows_in(snapshot: Snapshot, table: str, ranges: npt.NDArray[np.int64], columns: list[str] | None = None) -> pa.Table:
-    """Rows whose _healpix_29 lies in the ranges, reading only overlapping leaves, files and row groups."""
+def read_rows_in(
+    snapshot: Snapshot,
+    table: str,
+    ranges: npt.NDArray[np.int64],
+    columns: list[str] | None = None,
+    keep: Callable[[pa.Table], npt.NDArray[np.bool_]] | None = None,
+) -> pa.Table:
+    """Rows whose _healpix_29 lies in the ranges (and that ``keep`` accepts), reading only the files
+    and row groups whose _healpix_29 intervals meet the ranges."""
     tbl = snapshot.catalog.schema.table(table)
     store = snapshot.catalog.store(table)
-    shift = 2 * (29 - tbl.healpix_order)
+    files = snapshot.files(table)
     parts = []
-    for f in snapshot.files(table):
-        if not overlaps(ranges, f.npix << shift, ((f.npix + 1) << shift) - 1):
-            continue
-        if f.hmin is not None and f.hmax is not None and not overlaps(ranges, f.hmin, f.hmax):
-            continue
-        pf = _parquet(store.abspath(f))
-        groups = _row_groups(pf, ranges)
-        if groups:
-            part = pf.read_row_groups(groups, columns=columns)
-            keep = inside(ranges, part.column("_healpix_29").to_numpy())
-            parts.append(part.filter(pa.array(keep)))
+    for i in _meeting(ranges, snapshot.healpix_ranges(table)):
+        pf, bounds = _parquet(store.abspath(files[i]))
+        groups = _meeting(ranges, bounds)
+        if groups.size:
+            part = pf.read_row_groups([int(g) for g in groups], columns=columns)
+            mask = inside(ranges, part.column("_healpix_29").to_numpy())
+            if keep is not None:
+                mask &= keep(part)
+            parts.append(part.take(np.flatnonzero(mask)))
     if not parts:
         from astra_lake.lake.conform import storage_schema
 
         empty = storage_schema(tbl).empty_table()
         return empty.select(columns) if columns else empty
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def spectra_of(snapshot: Snapshot, index: SourceIndex, sdss_id: int, table: str) -> Spectra:
@@ -153,8 +182,9 @@ def spectra_of(snapshot: Snapshot, index: SourceIndex, sdss_id: int, table: str)
             + ", ".join(t.name for t in snapshot.catalog.schema.of_kind("spectrum"))
         )
     h = index.healpix_of(sdss_id)
-    rows = read_rows_in(snapshot, table, np.array([[h, h + 1]], dtype=np.int64))
-    rows = rows.filter(pc.equal(rows.column("sdss_id"), sdss_id))
+    rows = read_rows_in(
+        snapshot, table, np.array([[h, h + 1]], dtype=np.int64), keep=lambda part: part.column("sdss_id").to_numpy() == sdss_id
+    )
     return to_spectra(tbl, rows)
 
 
