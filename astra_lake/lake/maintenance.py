@@ -1,5 +1,5 @@
-"""Compaction (merge a leaf's small files into one sorted file) and vacuum (delete unreferenced files,
-never those of a tagged version)."""
+"""Compaction (merge a leaf's small files into sorted files of bounded size) and vacuum (delete
+unreferenced files, never those of a tagged version)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,23 @@ from astra_lake.lake.conform import storage_schema
 from astra_lake.lake.delta_store import DataFile
 from astra_lake.lake.files import discard, write_leaf_files
 
+COMPACT_TARGET_BYTES = 512 * 2**20  # a merged file grows to about this size; larger files stay as they are
+
 
 def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, int]:
-    """Rewrite every leaf with at least ``min_files`` files as one file; one commit per table.
+    """Merge the small files of every leaf that has at least ``min_files`` of them; one commit per table.
 
-    Readers pinned to older versions keep working: old files stay until vacuum.
+    Files are merged in groups of up to COMPACT_TARGET_BYTES (in ``_healpix_29`` order), so memory stays
+    bounded however large a leaf grows; readers pinned to older versions keep working (old files stay
+    until vacuum).
     """
     store = catalog.store(table)
     if not store.exists():
         return {"leaves": 0, "files_removed": 0, "files_added": 0}
     by_leaf: dict[int, list[DataFile]] = defaultdict(list)
     for f in store.files():
-        by_leaf[f.npix].append(f)
+        if f.size < COMPACT_TARGET_BYTES // 2:
+            by_leaf[f.npix].append(f)
     schema = storage_schema(store.table)
     removed: list[DataFile] = []
     added: list[DataFile] = []
@@ -32,9 +37,10 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, in
         for files in by_leaf.values():
             if len(files) < min_files:
                 continue
-            parts = [pq.read_table(store.abspath(f), schema=schema) for f in files]
-            added += write_leaf_files(store, pa.concat_tables(parts))
-            removed += files
+            for group in _groups(files):
+                parts = [pq.read_table(store.abspath(f), schema=schema) for f in group]
+                added += write_leaf_files(store, pa.concat_tables(parts))
+                removed += group
     except BaseException:
         discard(store, added)
         raise
@@ -42,6 +48,19 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, in
         version = store.commit(added, removed, "compact", {"files_removed": len(removed)})
         catalog.record(table, version, "compact", sum(f.num_rows for f in added))
     return {"leaves": len({f.npix for f in removed}), "files_removed": len(removed), "files_added": len(added)}
+
+
+def _groups(files: list[DataFile]) -> list[list[DataFile]]:
+    """Consecutive runs (by ``_healpix_29``) of at least two files and at most COMPACT_TARGET_BYTES."""
+    out: list[list[DataFile]] = [[]]
+    size = 0
+    for f in sorted(files, key=lambda f: (f.hmin if f.hmin is not None else -1, f.path)):
+        if out[-1] and size + f.size > COMPACT_TARGET_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(f)
+        size += f.size
+    return [g for g in out if len(g) > 1]
 
 
 def vacuum(catalog: Catalog, table: str, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:

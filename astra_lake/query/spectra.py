@@ -2,7 +2,8 @@
 
 A source's rows sit together in every table (files are sorted by ``_healpix_29``), so a lookup is:
 sdss_id -> ``_healpix_29`` (a sorted in-memory index of the source table) -> the leaf pixel -> the
-files whose ``_healpix_29`` range contains it -> the row groups whose statistics contain it.
+files whose ``_healpix_29`` range contains it -> the row groups that hold it (each file's
+``_healpix_29`` column is kept in memory once the file has been opened).
 """
 
 from __future__ import annotations
@@ -99,12 +100,40 @@ def _group_bounds(pf: pq.ParquetFile) -> npt.NDArray[np.int64]:
     return bounds
 
 
+@dataclass(frozen=True)
+class _OpenFile:
+    """An open data file with its ``_healpix_29`` column in memory: a lookup finds the exact row groups
+    holding a position (or learns the file has none) without decoding anything else."""
+
+    pf: pq.ParquetFile
+    h29: npt.NDArray[np.int64]
+    group_starts: npt.NDArray[np.int64]  # first row of each row group
+    ordered: bool  # the lake writes files sorted by _healpix_29; foreign files may not be
+
+    def groups_in(self, ranges: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Row groups with at least one row whose ``_healpix_29`` lies in the (half-open) ranges."""
+        if not self.ordered:
+            rows = np.flatnonzero(inside(ranges, self.h29))
+            return np.unique(np.searchsorted(self.group_starts, rows, side="right") - 1)
+        first = np.searchsorted(self.h29, ranges[:, 0], side="left")
+        last = np.searchsorted(self.h29, ranges[:, 1], side="left")
+        hit = first < last
+        if not hit.any():
+            return np.empty(0, dtype=np.int64)
+        lo = np.searchsorted(self.group_starts, first[hit], side="right") - 1
+        hi = np.searchsorted(self.group_starts, last[hit] - 1, side="right") - 1
+        return np.unique(np.concatenate([np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)]))
+
+
 @functools.lru_cache(maxsize=4096)
-def _parquet(path: str) -> tuple[pq.ParquetFile, npt.NDArray[np.int64]]:
-    """An open file (footer parsed once; no pre-buffering, which costs more than it saves for a few
-    row groups) and its row groups' ``_healpix_29`` intervals."""
+def _parquet(path: str) -> _OpenFile:
+    """Open once per process (data files are immutable: a new version writes new files). No
+    pre-buffering: it costs more than it saves for the few row groups a lookup reads."""
     pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
-    return pf, _group_bounds(pf)
+    h29 = pf.read(columns=["_healpix_29"]).column(0).to_numpy()
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+    return _OpenFile(pf, h29, starts, bool(np.all(h29[1:] >= h29[:-1])))
 
 
 def _meeting(ranges: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -150,17 +179,18 @@ def read_rows_in(
     columns: list[str] | None = None,
     keep: Callable[[pa.Table], npt.NDArray[np.bool_]] | None = None,
 ) -> pa.Table:
-    """Rows whose _healpix_29 lies in the ranges (and that ``keep`` accepts), reading only the files
-    and row groups whose _healpix_29 intervals meet the ranges."""
+    """Rows whose _healpix_29 lies in the ranges (and that ``keep`` accepts), decoding only the row
+    groups that hold such rows (files pruned by their intervals, row groups by each file's cached
+    ``_healpix_29`` column)."""
     tbl = snapshot.catalog.schema.table(table)
     store = snapshot.catalog.store(table)
     files = snapshot.files(table)
     parts = []
     for i in _meeting(ranges, snapshot.healpix_ranges(table)):
-        pf, bounds = _parquet(store.abspath(files[i]))
-        groups = _meeting(ranges, bounds)
+        f = _parquet(store.abspath(files[i]))
+        groups = f.groups_in(ranges)
         if groups.size:
-            part = pf.read_row_groups([int(g) for g in groups], columns=columns)
+            part = f.pf.read_row_groups([int(g) for g in groups], columns=columns)
             mask = inside(ranges, part.column("_healpix_29").to_numpy())
             if keep is not None:
                 mask &= keep(part)

@@ -78,3 +78,28 @@ def test_views_expose_named_flags_and_summaries(populated: Lake) -> None:
         assert [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()] == declared, table
     n = con.execute("SELECT count(*) FROM aspcap_summary WHERE ra IS NOT NULL AND spectrum_table = 'apogee_star'").fetchone()
     assert n == (120,)
+
+
+def test_model_spectra_are_keyed_by_the_result_task_pk(populated: Lake) -> None:
+    """Model spectra (pixel table) hang off a pipeline result by its task_pk and sit where it sits."""
+    res = populated.sql("SELECT task_pk, spectrum_pk, v_astra FROM aspcap ORDER BY task_pk LIMIT 5")
+    rng = np.random.default_rng(9)
+    model = rng.uniform(0.5, 1.0, (5, 8575)).astype(np.float32)
+    rows = {
+        "pipeline": ["aspcap"] * 5,
+        "task_pk": res.column("task_pk"),
+        "spectrum_pk": res.column("spectrum_pk"),
+        "v_astra": res.column("v_astra"),
+        "model_flux": model,
+        "continuum": np.full((5, 8575), 2.0, np.float32),
+    }
+    populated.upsert("model_apogee", rows)
+    populated.upsert("model_apogee", rows | {"model_flux": model * 2})  # replaced, not added
+    back = populated.sql(
+        "SELECT m.task_pk, m.model_flux, m._healpix_29 = a._healpix_29 AS same_place "
+        "FROM model_apogee m JOIN aspcap a USING (task_pk) ORDER BY m.task_pk"
+    )
+    assert back.num_rows == 5 and all(back.column("same_place").to_pylist())
+    assert back.column("task_pk").to_pylist() == res.column("task_pk").to_pylist()
+    got = np.stack([np.asarray(v, np.float32) for v in back.column("model_flux").to_pylist()])
+    assert np.array_equal(got, model * 2)

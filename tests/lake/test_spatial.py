@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from astra_lake import Lake
 from astra_lake.lake.healpix import angular_separation_deg
@@ -27,3 +29,25 @@ def test_hats_sidecars_are_written(populated: Lake) -> None:
     for line in leaves:
         order, npix = map(int, line.split(","))
         assert (root / "dataset" / f"Norder={order}" / f"Dir={npix // 10000 * 10000}" / f"Npix={npix}").is_dir()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    h=st.lists(st.integers(0, 1000), min_size=1, max_size=200),
+    group=st.integers(1, 20),
+    starts=st.lists(st.integers(0, 990), min_size=1, max_size=4, unique=True),
+    width=st.integers(1, 40),
+)
+def test_row_groups_found_from_the_cached_healpix_column(h: list[int], group: int, starts: list[int], width: int) -> None:
+    """A lookup decodes exactly the row groups holding a row in the ranges, sorted file or not."""
+    from astra_lake.lake.healpix import inside
+    from astra_lake.query.spectra import _OpenFile
+
+    lo = np.sort(np.array(starts, dtype=np.int64))
+    hi = np.minimum(lo + width, np.r_[lo[1:], 10**6])  # disjoint, sorted, half-open
+    ranges = np.stack([lo, hi], axis=1)
+    group_starts = np.arange(0, len(h), group, dtype=np.int64)
+    for values, ordered in ((np.sort(np.array(h, dtype=np.int64)), True), (np.array(h, dtype=np.int64), False)):
+        want = np.unique(np.searchsorted(group_starts, np.flatnonzero(inside(ranges, values)), side="right") - 1)
+        got = _OpenFile(None, values, group_starts, ordered).groups_in(ranges)  # type: ignore[arg-type]
+        assert np.array_equal(got, want)

@@ -97,16 +97,37 @@ def test_versions_log(populated: Lake) -> None:
     assert log[-1].operation == "upsert" and log[-1].rows == 120
 
 
+def _one_leaf_sources(lake: Lake, n: int) -> np.ndarray:
+    src = S.sources(n, seed=1)
+    for name, value in (("ra", 120.0), ("dec", -5.0)):  # every source in one leaf
+        src = src.set_column(src.column_names.index(name), name, pa.array(np.full(n, value)))
+    lake.write("source", src)
+    return src.column("sdss_id").to_numpy()
+
+
+def test_compaction_merges_in_bounded_groups(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However large a leaf, compaction reads at most about COMPACT_TARGET_BYTES at a time."""
+    from astra_lake.lake import maintenance
+
+    marker = lake.path / "lake.json"
+    marker.write_text(json.dumps(json.loads(marker.read_text()) | {"auto_compact_min_files": 0}))
+    ids = _one_leaf_sources(lake, 60)
+    for i in range(6):
+        lake.write("apogee_star", next(iter(S.spectra("apogee_star", ids[i * 10 : i * 10 + 10], seed=i))))
+    sizes = [f.size for f in lake.snapshot().files("apogee_star")]
+    monkeypatch.setattr(maintenance, "COMPACT_TARGET_BYTES", int(2.5 * max(sizes)))  # two files per group
+    stats = lake.compact("apogee_star")["apogee_star"]
+    assert stats == {"leaves": 1, "files_removed": 6, "files_added": 3}
+    assert _count(lake, "apogee_star") == 60
+    assert all(f.size < 2.5 * max(sizes) for f in lake.snapshot().files("apogee_star"))
+
+
 def test_writes_that_leave_many_files_in_a_leaf_trigger_a_compaction(lake: Lake) -> None:
     """The automatic policy: the write is its own version, then the crowded leaves are merged."""
-    src = S.sources(30, seed=1)
-    for name, value in (("ra", 120.0), ("dec", -5.0)):  # every source in one leaf
-        src = src.set_column(src.column_names.index(name), name, pa.array(np.full(30, value)))
-    lake.write("source", src)
+    ids = _one_leaf_sources(lake, 30)
     (lake.path / "lake.json").write_text(
         json.dumps(json.loads((lake.path / "lake.json").read_text()) | {"auto_compact_min_files": 3})
     )
-    ids = src.column("sdss_id").to_numpy()
     for i in range(3):
         lake.write("apogee_star", next(iter(S.spectra("apogee_star", ids[i * 10 : i * 10 + 10], seed=i))))
     ops = [c.operation for c in lake.versions() if c.table == "apogee_star"]
