@@ -1,9 +1,10 @@
 """Write sorted Parquet files into HATS leaves: one file per touched pixel, rows sorted by
 ``_healpix_29`` then the table key, row groups sized per table kind.
 
-Encodings (measured in bench/RESULTS.md): zstd for every column except float pixel arrays, which use
-byte-stream-split + LZ4 (on real apStar flux 0.69 of raw vs 0.77 for zstd, and decoded about twice as
-fast, which is what spectrum lookups and scans pay for); dictionaries only for non-float columns."""
+Encodings: zstd for every column except float pixel arrays, which use byte-stream-split + LZ4 (on real
+apStar flux 0.69 of raw vs 0.77 for zstd, and decoded about 1.6x faster, which is what spectrum lookups
+and scans pay for); dictionaries only for non-float columns (on 223-column result tables: half the write
+time, 28 % smaller files)."""
 
 from __future__ import annotations
 
