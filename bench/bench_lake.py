@@ -307,6 +307,21 @@ def _fits_per_source(path: Path, one: object) -> None:
     fits.HDUList(hdus).writeto(path, overwrite=True)
 
 
+def _scans(lake: Lake, n: int) -> str:
+    """A table row: files and full flux-scan speeds (raw float32 GB/s), pyarrow dataset and DuckDB."""
+    import pyarrow.dataset as pads
+
+    paths = lake.snapshot().paths("apogee_star")
+    t = time.perf_counter()
+    total = pads.dataset(paths, format="parquet").to_table(columns=["flux"]).num_rows
+    scan_pa = total * 8575 * 4 / 1e9 / (time.perf_counter() - t)
+    con = lake.connect()
+    t = time.perf_counter()
+    con.execute("SELECT sum(list_sum(flux)) FROM apogee_star").fetchall()
+    scan_duck = total * 8575 * 4 / 1e9 / (time.perf_counter() - t)
+    return f"| {n:,} | {len(paths)} | {scan_pa:.2f} GB/s | {scan_duck:.2f} GB/s |"
+
+
 def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
     """One source's spectra: lake.spectra vs opening that source's own FITS file, in turns over the same
     200 random sources; full scans; at 1/4 and full size."""
@@ -316,6 +331,7 @@ def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     last: tuple[Lake, list[str], np.ndarray] | None = None
+    compacted: list[str] = []
     for n in (n_spectra // 4, n_spectra):
         lake = Lake.init(workdir / f"spectra_{n}")
         src = S.sources(n, seed=5)
@@ -360,19 +376,27 @@ def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
             f"| {np.percentile(lat_fits, 99) * 1e3:.1f} ms | {ml / mf:.2f}x | {scan_pa:.2f} GB/s | {scan_duck:.2f} GB/s |"
         )
         last = (lake, paths, sample)
+        lake.compact("apogee_star")  # the maintenance command: one file per leaf
+        compacted.append(_scans(lake, n))
     assert last is not None
     lines += [
+        "",
+        "After `lake.compact()` (one file per leaf):",
+        "",
+        "| spectra in lake | files | flux scan, pyarrow | flux scan, DuckDB |",
+        "|---:|---:|---:|---:|",
+        *compacted,
         "",
         "Lookups and FITS reads alternate over the same 200 random sources (one FITS file per source, in the "
         "page cache, as the mwmStar path is when cached). Scans decode every flux array (raw float32 GB/s).",
     ]
-    lines += _row_group_tradeoff(workdir, last[1], last[2], last[0])
+    lines += _row_group_tradeoff(workdir, last[0].snapshot().paths("apogee_star"), last[2], last[0])
     return lines
 
 
 def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lake: Lake) -> list[str]:
-    """Lookup latency and scan speed for the same files rewritten with other row-group sizes and the
-    lake's encodings (files pruned by their _healpix_29 range, row groups by their statistics)."""
+    """Lookup latency and scan speed for the (compacted) lake's files rewritten with other row-group sizes
+    and the lake's encodings (files pruned by their _healpix_29 range, row groups by their statistics)."""
     import pyarrow.dataset as pads
 
     from astra_lake.lake.files import _encodings
