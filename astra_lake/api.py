@@ -59,7 +59,7 @@ class Lake:
         A leaf left with many files is then merged (see :meth:`compact`), as the next version."""
         with self.catalog.writing():
             version = Writer(self.catalog).append(table, data)
-            self._after_write(table)
+            write_sidecars(self.catalog.store(table))
         return version
 
     def upsert(self, table: str, data: Any, *, batch_rows: int = 250_000) -> int:
@@ -67,11 +67,8 @@ class Lake:
         lake version. A leaf left with many files is then merged, as the next version."""
         with self.catalog.writing():
             version = Writer(self.catalog).upsert(table, data, batch_rows=batch_rows)
-            self._after_write(table)
+            write_sidecars(self.catalog.store(table))
         return version
-
-    def _after_write(self, table: str) -> None:
-        write_sidecars(self.catalog.store(table))
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:

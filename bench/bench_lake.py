@@ -339,7 +339,7 @@ def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
         ids = src.column("sdss_id").to_numpy()
         for batch in S.spectra("apogee_star", ids, seed=6, batch=2000):
             lake.write("apogee_star", batch)
-        sample = np.random.default_rng(1).choice(ids, 200, replace=False)
+        sample = np.random.default_rng(1).choice(ids, min(200, n), replace=False)
         fdir = workdir / f"fits_{n}"
         fdir.mkdir()
         for sid in sample:
@@ -386,13 +386,25 @@ def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
     return lines
 
 
+def _group_bounds(pf: pq.ParquetFile) -> np.ndarray:
+    """Closed ``_healpix_29`` interval of each row group (from its statistics; everything without)."""
+    col = pf.schema_arrow.get_field_index("_healpix_29")
+    bounds = np.empty((pf.metadata.num_row_groups, 2), dtype=np.int64)
+    for i in range(len(bounds)):
+        st = pf.metadata.row_group(i).column(col).statistics
+        has = st is not None and st.has_min_max
+        bounds[i] = (int(st.min), int(st.max)) if has else (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+    return bounds
+
+
 def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lake: Lake) -> list[str]:
     """Lookup latency and scan speed for the (compacted) lake's files rewritten with other row-group sizes
     and the lake's encodings (files pruned by their _healpix_29 range, row groups by their statistics)."""
     import pyarrow.dataset as pads
 
     from astra_lake.lake.files import _encodings
-    from astra_lake.query.spectra import SourceIndex, _row_groups
+    from astra_lake.lake.healpix import meeting
+    from astra_lake.query.spectra import SourceIndex
 
     index = SourceIndex(lake.snapshot())
     entries = lake.snapshot().files("apogee_star")
@@ -414,7 +426,7 @@ def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lak
             for lo, hi, pf, _ in files:
                 if lo is not None and not lo <= h <= hi:
                     continue
-                groups = _row_groups(pf, np.array([[h, h + 1]], dtype=np.int64))
+                groups = [int(g) for g in meeting(np.array([[h, h + 1]], dtype=np.int64), _group_bounds(pf))]
                 if groups:
                     pf.read_row_groups(groups)
             lat.append(time.perf_counter() - s)

@@ -82,6 +82,11 @@ def as_block(
     return Block(np.ascontiguousarray(w), np.ascontiguousarray(f), np.ascontiguousarray(iv), np.ascontiguousarray(fl), has_flags)
 
 
+def pixel_block(flux: npt.ArrayLike, ivar: npt.ArrayLike | None = None, flags: npt.ArrayLike | None = None) -> Block:
+    """:func:`as_block` for kernels that work in pixel space (the wavelength axis is the pixel index)."""
+    return as_block(np.arange(np.atleast_2d(np.asarray(flux)).shape[1], dtype=np.float64), flux, ivar, flags)
+
+
 def outputs(
     n: int, q: int, dtype: npt.DTypeLike, has_flags: bool
 ) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.floating], I64]:

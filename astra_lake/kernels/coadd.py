@@ -6,7 +6,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.kernels._common import F32, F64, I64, as_block, sanitized
+from astra_lake.kernels._common import F32, F64, I64, pixel_block, sanitized
 
 
 @nb.njit(parallel=True, cache=True)
@@ -37,7 +37,7 @@ def coadd(
     flux = sum(f ivar) / sum(ivar); ivar = sum(ivar); flags = OR over visits; S/N = mean(f sqrt(ivar))
     over pixels with ivar > 0. Returns (flux, ivar, flags, snr), one row per group.
     """
-    blk = as_block(np.zeros(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar, flags)
+    blk = pixel_block(flux, ivar, flags)
     g = np.zeros(blk.flux.shape[0], dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     f64, iv64, fl64 = sanitized(blk)
     f, iv, fl = _coadd(f64, iv64, fl64, g.astype(np.int64), int(g.max()) + 1 if g.size else 0)

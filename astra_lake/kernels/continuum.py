@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from astra_lake.kernels._common import F32, F64, as_block, sanitized
+from astra_lake.kernels._common import F32, F64, as_block, pixel_block, sanitized
 
 # The Payne's APOGEE setting (degree 4 in each of three chip regions).
 APOGEE_REGIONS: tuple[tuple[float, float], ...] = ((15100.0, 15793.0), (15880.0, 16417.0), (16499.0, 17000.0))
@@ -104,13 +104,14 @@ def _fit_region(
     flux: npt.NDArray[np.floating],
     ivar: npt.NDArray[np.floating],
     mask: npt.NDArray[np.bool_],
-    clip_lo: float,
-    clip_hi: float,
-    iterations: int,
-    ridge: float,
+    fit: tuple[float, float, int, float],
 ) -> F64:
     """Continuum of one spectrum at pixels ``sel``: weighted least squares on ``basis`` (one column per
-    pixel), refitted after dropping pixels beyond the clip limits; 0 where the fit is undetermined."""
+    pixel), refitted after dropping pixels beyond the clip limits; 0 where the fit is undetermined.
+
+    ``fit`` = (clip_lo, clip_hi, iterations, ridge): sigma limits below / above the fit (0 disables a
+    side), at most that many refits, ridge strength relative to the largest eigenvalue."""
+    clip_lo, clip_hi, iterations, ridge = fit
     m = sel.size
     k = basis.shape[0]
     y = np.empty(m)
@@ -155,10 +156,7 @@ def _fit_normalise(
     flux: npt.NDArray[np.floating],
     ivar: npt.NDArray[np.floating],
     mask: npt.NDArray[np.bool_],
-    clip_lo: float,
-    clip_hi: float,
-    iterations: int,
-    ridge: float,
+    fit: tuple[float, float, int, float],
     c32: F32,
     nf: F32,
     niv: F32,
@@ -168,9 +166,7 @@ def _fit_normalise(
     for s in nb.prange(flux.shape[0]):
         for g in range(bounds.size - 1):
             a, b = bounds[g], bounds[g + 1]
-            cont = _fit_region(
-                basis[k * a : k * b].reshape((k, b - a)), sel[a:b], flux[s], ivar[s], mask, clip_lo, clip_hi, iterations, ridge
-            )
+            cont = _fit_region(basis[k * a : k * b].reshape((k, b - a)), sel[a:b], flux[s], ivar[s], mask, fit)
             for i in range(b - a):
                 j = sel[a + i]
                 _normalise_pixel(cont[i], flux[s, j], ivar[s, j], s, j, c32, nf, niv)
@@ -213,9 +209,8 @@ def _regional(
         bounds = np.cumsum([0] + [sel.size for sel in sels]).astype(np.int64)
         basis = np.concatenate([np.ascontiguousarray(d.T).ravel() for d in designs])
         sel = np.concatenate(sels).astype(np.int64)
-        _fit_normalise(
-            basis, designs[0].shape[1], sel, bounds, blk.flux, blk.ivar, m, lo, hi, iterations if clip else 0, ridge, *out
-        )
+        fit = (float(lo), float(hi), iterations if clip else 0, float(ridge))
+        _fit_normalise(basis, designs[0].shape[1], sel, bounds, blk.flux, blk.ivar, m, fit, *out)
     return out
 
 
@@ -267,7 +262,7 @@ def sinusoids(
 
 def running_median(flux: npt.ArrayLike, ivar: npt.ArrayLike | None = None, *, width: int = 151) -> tuple[F32, F32, F32]:
     """Continuum = running median (``width`` pixels) of the flux, bad pixels bridged by interpolation."""
-    blk = as_block(np.arange(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar)
+    blk = pixel_block(flux, ivar)
     flux, ivar_, _ = sanitized(blk)
     f = flux.copy()
     x = np.arange(f.shape[1])

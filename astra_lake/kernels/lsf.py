@@ -6,7 +6,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.kernels._common import C_KMS, F32, F64, as_block, sanitized
+from astra_lake.kernels._common import C_KMS, F32, F64, pixel_block, sanitized
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -52,7 +52,7 @@ def gaussian_lsf(
         raise ValueError(f"r_out ({r_out}) must be below r_in ({r_in})")
     fwhm_loglam = np.sqrt(1.0 / r_out**2 - (0.0 if np.isinf(r_in) else 1.0 / r_in**2)) / np.log(10.0)
     sigma_pix = fwhm_loglam / cdelt / FWHM_PER_SIGMA
-    blk = as_block(np.zeros(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar)
+    blk = pixel_block(flux, ivar)
     f64, iv64, _ = sanitized(blk)
     f, iv = _convolve(f64, iv64, gaussian_kernel(sigma_pix))
     return f.astype(np.float32), iv.astype(np.float32)
@@ -76,7 +76,7 @@ def rotational_broadening(
     flux: npt.ArrayLike, ivar: npt.ArrayLike | None, *, cdelt: float, vsini: float, epsilon: float = 0.6
 ) -> tuple[F32, F32]:
     """Broaden by v sin i (km/s) with linear limb darkening ``epsilon`` on a log-linear grid."""
-    blk = as_block(np.zeros(np.atleast_2d(np.asarray(flux)).shape[1]), flux, ivar)
+    blk = pixel_block(flux, ivar)
     f64, iv64, _ = sanitized(blk)
     f, iv = _convolve(f64, iv64, rotation_kernel(vsini, epsilon, cdelt))
     return f.astype(np.float32), iv.astype(np.float32)

@@ -74,6 +74,12 @@ def _gap_ratio(x: Arr, m: int) -> float:
 
 
 @nb.njit(cache=True)
+def _flags_given(flags: Arr, flux: Arr) -> bool:
+    """Whether ``flags`` are real per-pixel flags, not the (1, 1) placeholder of :class:`Block`."""
+    return flags.shape[0] == flux.shape[0] and flux.shape[0] > 0 and flags.shape[1] == flux.shape[1]
+
+
+@nb.njit(cache=True)
 def _linear_table(w: Arr, out_wave: Arr) -> tuple[Arr, Arr]:
     """The two input pixels bracketing each output wavelength and their weights; -1 where uncovered
     (outside the input, or across a chip gap)."""
@@ -123,7 +129,7 @@ def _linear_row(src: Arr, wt: Arr, f: Arr, iv: Arr, fl: Arr, has_flags: bool, of
 @nb.njit(parallel=True, cache=True)
 def _linear(wave: Arr, flux: Arr, ivar: Arr, flags: Arr, out_wave: Arr, of: Arr, ov: Arr, ofl: Arr) -> None:
     n = flux.shape[0]
-    has_flags = flags.shape[0] == n and n > 0 and flags.shape[1] == flux.shape[1]
+    has_flags = _flags_given(flags, flux)
     shared = wave.shape[0] == 1
     src0, wt0 = _linear_table(wave[0], out_wave)
     for s in nb.prange(n):
@@ -228,7 +234,7 @@ def _flux_conserving_row(
 def _flux_conserving(wave: Arr, flux: Arr, ivar: Arr, flags: Arr, out_wave: Arr, of: Arr, ov: Arr, ofl: Arr) -> None:
     n = flux.shape[0]
     q = out_wave.size
-    has_flags = flags.shape[0] == n and n > 0 and flags.shape[1] == flux.shape[1]
+    has_flags = _flags_given(flags, flux)
     oe = np.empty(q + 1)
     oe[1:-1] = 0.5 * (out_wave[1:] + out_wave[:-1])
     oe[0] = out_wave[0] - 0.5 * (out_wave[1] - out_wave[0])
@@ -612,7 +618,7 @@ def _sinc(
     """
     n, p = flux.shape
     q = out_wave.size
-    has_flags = flags.shape[0] == n and n > 0 and flags.shape[1] == p
+    has_flags = _flags_given(flags, flux)
     lo = np.log(out_wave)
     shared = wave.shape[0] == 1
     pos0, res0 = np.empty(q), np.zeros(q)

@@ -73,7 +73,7 @@ def _to_array(values: Any) -> pa.Array | pa.ChunkedArray:
         raise ValidationError(f"value does not fit in 64 bits: {exc}") from None
 
 
-def _first_row(mask: pa.ChunkedArray | pa.Array) -> int:
+def first_row(mask: pa.ChunkedArray | pa.Array) -> int:
     idx = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
     return int(idx[0]) if len(idx) else -1
 
@@ -86,11 +86,11 @@ def _cast_column(table: Table, name: str, col: pa.ChunkedArray, target: pa.DataT
         lengths = pc.list_value_length(col)
         bad = pc.and_(pc.is_valid(lengths), pc.not_equal(lengths, shape))
         if pc.any(bad).as_py():
-            row = _first_row(bad)
+            row = first_row(bad)
             raise ValidationError(f"{where}: row {row} has {lengths[row].as_py()} pixels, expected {shape}")
         if pc.list_flatten(col).null_count:
             parents = pc.list_parent_indices(col).to_numpy()
-            row = int(parents[_first_row(pc.is_null(pc.list_flatten(col)))])
+            row = int(parents[first_row(pc.is_null(pc.list_flatten(col)))])
             raise ValidationError(f"{where}: row {row} has null pixels; store NaN (flux) or ivar 0 instead")
     if col.type == target:
         return col
@@ -140,7 +140,7 @@ def conform(table: Table, data: Any, *, managed: set[str] | None = None) -> pa.T
         else:
             raise ValidationError(f"{table.name}: missing required column {field.name!r} ({field.type})")
         if not field.nullable and field.name not in managed and col.null_count:
-            row = _first_row(col.is_null())
+            row = first_row(col.is_null())
             raise ValidationError(f"{table.name}.{field.name}: row {row} is null, but the column is required")
         out.append(col)
     return pa.Table.from_arrays(out, schema=schema)

@@ -51,10 +51,13 @@ def cone_ranges(ra: float, dec: float, radius_deg: float, depth: int | None = No
     return np.stack([merged_lo, merged_hi], axis=1)
 
 
-def overlaps(ranges: npt.NDArray[np.int64], lo: int, hi: int) -> bool:
-    """Whether closed interval [lo, hi] meets any half-open range (ranges sorted and disjoint)."""
-    i = int(np.searchsorted(ranges[:, 0], hi, side="right")) - 1
-    return i >= 0 and int(ranges[i, 1]) > lo
+def meeting(ranges: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Indices of the closed intervals ``bounds`` (n, 2) that meet one of the half-open ``ranges``
+    (sorted and disjoint)."""
+    i = np.searchsorted(ranges[:, 0], bounds[:, 1], side="right") - 1
+    ok = i >= 0
+    ok[ok] = ranges[i[ok], 1] > bounds[ok, 0]
+    return np.flatnonzero(ok)
 
 
 def inside(ranges: npt.NDArray[np.int64], values: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

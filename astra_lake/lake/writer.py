@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from astra_lake.errors import ValidationError
 from astra_lake.lake.catalog import Catalog
-from astra_lake.lake.conform import as_arrow, conform, storage_schema
+from astra_lake.lake.conform import as_arrow, conform, first_row, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.healpix import healpix29
@@ -45,7 +45,7 @@ def source_keys(rows: pa.Table) -> pa.Array:
     keys = pc.coalesce(*candidates)
     if keys.null_count:
         raise ValidationError(
-            f"source: row {_first_row_of(pc.is_null(keys))} has no sdss_id, sdss4_apogee_id, catalogid, "
+            f"source: row {first_row(pc.is_null(keys))} has no sdss_id, sdss4_apogee_id, catalogid, "
             "gaia_dr3_source_id or source_key"
         )
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
@@ -71,10 +71,6 @@ def _scatter(n: int, idx: np.ndarray, values: pa.ChunkedArray | pa.Array, typ: p
     inverse[idx] = np.arange(len(idx))
     taken = pa.chunked_array(values.chunks if isinstance(values, pa.ChunkedArray) else [values], type=values.type)
     return taken.take(pa.array(inverse, mask=inverse < 0)).combine_chunks().cast(typ)
-
-
-def _first_row_of(mask: pa.ChunkedArray | pa.Array) -> int:
-    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
 
 
 def _fill(rows: pa.Table, name: str, values: pa.Array | np.ndarray) -> pa.Table:
@@ -223,7 +219,7 @@ class Writer:
             looked_up = _scatter(rows.num_rows, idx, found.column(col), rows.schema.field(col).type)
             clash = pc.fill_null(pc.not_equal(rows.column(col), looked_up), False)
             if pc.any(clash).as_py():
-                i = _first_row_of(clash)
+                i = first_row(clash)
                 raise ValidationError(
                     f"{tbl.name}: row {i} gives {col}={rows.column(col)[i].as_py()}, but its "
                     f"{'spectrum' if tbl.kind != 'spectrum' else 'source'} has {col}={looked_up[i].as_py()}"

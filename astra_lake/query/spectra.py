@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from cdshealpix import nested
 
 from astra_lake.errors import AstraLakeError
-from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside
+from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, meeting
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.model import Grid, Table
 
@@ -89,17 +89,6 @@ def to_spectra(table: Table, rows: pa.Table) -> Spectra:
     )
 
 
-def _group_bounds(pf: pq.ParquetFile) -> npt.NDArray[np.int64]:
-    """Closed ``_healpix_29`` interval of each row group (from its statistics; everything without)."""
-    col = pf.schema_arrow.get_field_index("_healpix_29")
-    bounds = np.empty((pf.metadata.num_row_groups, 2), dtype=np.int64)
-    for i in range(len(bounds)):
-        st = pf.metadata.row_group(i).column(col).statistics
-        has = st is not None and st.has_min_max
-        bounds[i] = (int(st.min), int(st.max)) if has else (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
-    return bounds
-
-
 @dataclass(frozen=True)
 class _OpenFile:
     """An open data file with its ``_healpix_29`` column in memory: a lookup finds the exact row groups
@@ -134,19 +123,6 @@ def _parquet(path: str) -> _OpenFile:
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
     return _OpenFile(pf, h29, starts, bool(np.all(h29[1:] >= h29[:-1])))
-
-
-def _meeting(ranges: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Indices of the closed intervals ``bounds`` that meet one of the sorted half-open ``ranges``."""
-    i = np.searchsorted(ranges[:, 0], bounds[:, 1], side="right") - 1
-    ok = i >= 0
-    ok[ok] = ranges[i[ok], 1] > bounds[ok, 0]
-    return np.flatnonzero(ok)
-
-
-def _row_groups(pf: pq.ParquetFile, ranges: npt.NDArray[np.int64]) -> list[int]:
-    """Row groups whose _healpix_29 statistics meet one of the ranges."""
-    return [int(i) for i in _meeting(ranges, _group_bounds(pf))]
 
 
 class SourceIndex:
@@ -186,7 +162,7 @@ def read_rows_in(
     store = snapshot.catalog.store(table)
     files = snapshot.files(table)
     parts = []
-    for i in _meeting(ranges, snapshot.healpix_ranges(table)):
+    for i in meeting(ranges, snapshot.healpix_ranges(table)):
         f = _parquet(store.abspath(files[i]))
         groups = f.groups_in(ranges)
         if groups.size:

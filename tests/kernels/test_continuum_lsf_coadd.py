@@ -52,7 +52,7 @@ def test_chebyshev_in_float64_to_1e8() -> None:
     ivar = np.zeros_like(flux)
     ivar[0, sel] = rng.uniform(10, 100, sel.size)
     got = _fit_region(
-        np.ascontiguousarray(_chebyshev_design(x, 4).T), sel, flux[0], ivar[0], np.ones(W.size, bool), 0.0, 0.0, 0, 0.0
+        np.ascontiguousarray(_chebyshev_design(x, 4).T), sel, flux[0], ivar[0], np.ones(W.size, bool), (0.0, 0.0, 0, 0.0)
     )
     ref = C.chebval(x, C.chebfit(x, flux[0, sel], 4, w=np.sqrt(ivar[0, sel])))
     assert np.max(np.abs(got - ref)) < 1e-8
