@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
 from astra_lake.query import duck, polars_scan
+from astra_lake.query.batches import spectra_batches
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.query.spectra import SourceIndex, Spectra, cone, spectra_of
 
@@ -131,6 +133,24 @@ class Lake:
         if key not in self._index:
             self._index = {key: SourceIndex(snap)}
         return spectra_of(snap, self._index[key], int(sdss_id), table)
+
+    def spectra_batches(
+        self,
+        table: str,
+        *,
+        where: str | None = None,
+        columns: list[str] | None = None,
+        batch_rows: int = 1024,
+        threads: int | None = None,
+        version: Version = None,
+    ) -> Iterator[Spectra]:
+        """Every spectrum of a table (or those ``where`` selects) as blocks of numpy arrays: the full-scan
+        path, files decoded ahead of the caller on ``threads`` threads. Each block is a :class:`Spectra`
+        of at most ``batch_rows`` rows (``block.flux.shape == (n, npix)``); ``columns`` picks its metadata.
+        """
+        return spectra_batches(
+            self.snapshot(version), table, where=where, columns=columns, batch_rows=batch_rows, threads=threads
+        )
 
     def cone(
         self,
