@@ -56,6 +56,7 @@ class Catalog:
         self.schema = schema or load_schema()
         self.meta = self.root / "_meta"
         self.sequences = Sequences(self.meta)
+        self._stores: dict[str, DeltaStore] = {}
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
@@ -85,7 +86,10 @@ class Catalog:
 
     # -- tables ---------------------------------------------------------------------------------
     def store(self, table: str) -> DeltaStore:
-        return DeltaStore(self.root / table, self.schema.table(table))
+        """The table's store (one per catalog, so its open Delta table is reused)."""
+        if table not in self._stores:
+            self._stores[table] = DeltaStore(self.root / table, self.schema.table(table))
+        return self._stores[table]
 
     def existing_tables(self) -> list[str]:
         return [t for t in self.schema.tables if self.store(t).exists()]

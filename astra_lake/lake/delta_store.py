@@ -27,6 +27,9 @@ TABLE_CONFIG = {
     "delta.enableExpiredLogCleanup": "false",
     "delta.logRetentionDuration": "interval 36500 days",
 }
+# Write a Delta checkpoint every this many commits: opening a table then reads one Parquet checkpoint plus
+# a few JSON commits instead of every commit since the start (at 44 versions: 80-100 ms -> 19 ms).
+CHECKPOINT_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class DeltaStore:
         self.root = root
         self.table = table
         self.dataset = root / "dataset"
+        self._latest: DeltaTable | None = None  # brought up to date incrementally (~3 ms, not a reopen)
 
     def exists(self) -> bool:
         return (self.dataset / "_delta_log").is_dir()
@@ -76,8 +80,15 @@ class DeltaStore:
         )
 
     def delta(self, version: int | None = None) -> DeltaTable:
+        """The table at a version; the latest (as committed by any process) when None."""
         try:
-            return DeltaTable(str(self.dataset), version=version)
+            if version is not None:
+                return DeltaTable(str(self.dataset), version=version)
+            if self._latest is None:
+                self._latest = DeltaTable(str(self.dataset))
+            else:
+                self._latest.update_incremental()
+            return self._latest
         except Exception as exc:  # deltalake raises several internal types for a missing version
             raise VersionNotFoundError(f"{self.table.name}: version {version} is not readable ({exc})") from None
 
@@ -131,10 +142,14 @@ class DeltaStore:
                 }
             actions.append(AddAction(f.path, f.size, f.partition_values, now, operation != "compact", json.dumps(stats)))
         props = CommitProperties(custom_metadata={"astra_lake.operation": operation, **{k: str(v) for k, v in metadata.items()}})
-        self.delta().create_write_transaction(
+        dt = self.delta()
+        dt.create_write_transaction(
             actions, mode="append", schema=delta_schema(self.table), partition_by=PARTITION_COLUMNS, commit_properties=props
         )
-        return self.latest_version()
+        version = self.latest_version()
+        if version % CHECKPOINT_EVERY == 0:
+            dt.create_checkpoint()
+        return version
 
     def history(self) -> list[dict[str, Any]]:
         return list(self.delta().history())

@@ -1,10 +1,11 @@
 """Write sorted Parquet files into HATS leaves: one file per touched pixel, rows sorted by
 ``_healpix_29`` then the table key, row groups sized per table kind.
 
-Encodings: zstd for every column except float pixel arrays, which use byte-stream-split + LZ4 (on real
-apStar flux 0.69 of raw vs 0.77 for zstd, and decoded about 1.6x faster, which is what spectrum lookups
-and scans pay for); dictionaries only for non-float columns (on 223-column result tables: half the write
-time, 28 % smaller files)."""
+Encodings: the table kind's codec (zstd; LZ4 for spectrum and pixel tables, whose 16-row groups make
+zstd's per-chunk cost dominate) for every column except pixel arrays: integer arrays use zstd, float
+arrays byte-stream-split + LZ4 (on real apStar flux 0.69 of raw vs 0.77 for zstd, and decoded about
+1.6x faster, which is what spectrum lookups and scans pay for); dictionaries only for non-float columns
+(on 223-column result tables: half the write time, 28 % smaller files)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import uuid
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,12 +24,44 @@ from astra_lake.lake.healpix import partition_path, pixel_at_order
 
 
 def sort_rows(table_rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    order = [("_healpix_29", "ascending")] + [(k, "ascending") for k in key if k in table_rows.column_names]
-    return table_rows.sort_by(order)
+    keys = [("_healpix_29", "ascending")] + [(k, "ascending") for k in key if k in table_rows.column_names]
+    order = pc.sort_indices(table_rows, sort_keys=keys).to_numpy()
+    if np.all(order[1:] > order[:-1]):
+        return table_rows  # already in order (e.g. the rows of one sorted file)
+    return take_rows(table_rows, order)
 
 
-def _encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str], list[str]]:
-    """Columns with dictionaries, codec per leaf column, byte-stream-split columns (see module doc)."""
+def take_rows(rows: pa.Table, order: npt.NDArray[np.integer]) -> pa.Table:
+    """``rows`` reordered. Lists that all have one length (pixel arrays) are gathered as numpy rows:
+    Arrow's list take builds one index per element and is ~30x slower for 8575-pixel spectra."""
+    cols = []
+    for col in rows.columns:
+        fixed = _fixed_width(col)
+        if fixed is None:
+            cols.append(pc.take(col, order))
+            continue
+        flat, width = fixed
+        values = flat.reshape(-1, width)[order].reshape(-1)
+        offsets = pa.array(np.arange(0, (len(order) + 1) * width, width, dtype=np.int32))
+        cols.append(pa.ListArray.from_arrays(offsets, pa.array(values), type=col.type))
+    return pa.Table.from_arrays(cols, schema=rows.schema)
+
+
+def _fixed_width(col: pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
+    """(values, width) of a list column without nulls whose lists all have one length, else None."""
+    if not pa.types.is_list(col.type) or col.null_count or len(col) == 0:
+        return None
+    arr = col.combine_chunks()
+    offsets = arr.offsets.to_numpy()
+    widths = np.diff(offsets)
+    if widths[0] == 0 or np.any(widths != widths[0]) or arr.values.null_count:
+        return None
+    return arr.flatten().to_numpy(), int(widths[0])
+
+
+def _encodings(schema: pa.Schema, codec: str = "zstd") -> tuple[list[str], dict[str, str], list[str]]:
+    """Columns with dictionaries, codec per leaf column, byte-stream-split columns (see module doc);
+    ``codec`` is the table's codec for non-pixel columns (data_schema/common.yaml ``storage``)."""
     dictionary, compression, split = [], {}, []
     for f in schema:
         if pa.types.is_list(f.type):
@@ -36,7 +70,7 @@ def _encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str], list[str]]
             compression[leaf] = "lz4" if fast else "zstd"
             split += [leaf] if fast else []
         else:
-            compression[f.name] = "zstd"
+            compression[f.name] = codec
             if not pa.types.is_floating(f.type):
                 dictionary.append(f.name)
     return dictionary, compression, split
@@ -54,7 +88,7 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
     ends = np.r_[starts[1:], len(pix)]
     out = []
     sorting = [pq.SortingColumn(rows.column_names.index("_healpix_29"))]
-    dictionary, compression, split = _encodings(rows.schema)
+    dictionary, compression, split = _encodings(rows.schema, tbl.codec)
     for a, b in zip(starts, ends, strict=True):
         npix = int(pix[a])
         rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"

@@ -16,12 +16,13 @@ from astra_lake.lake.files import discard, write_leaf_files
 COMPACT_TARGET_BYTES = 512 * 2**20  # a merged file grows to about this size; larger files stay as they are
 
 
-def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, int]:
+def compact(catalog: Catalog, table: str, *, min_files: int = 2, tiered: bool = False) -> dict[str, int]:
     """Merge the small files of every leaf that has at least ``min_files`` of them; one commit per table.
 
     Files are merged in groups of up to COMPACT_TARGET_BYTES (in ``_healpix_29`` order), so memory stays
     bounded however large a leaf grows; readers pinned to older versions keep working (old files stay
-    until vacuum).
+    until vacuum). ``tiered`` (the automatic policy after writes) merges only a leaf's smallest files
+    (see :func:`tier`), so repeated appends rewrite each row a logarithmic, not linear, number of times.
     """
     store = catalog.store(table)
     if not store.exists():
@@ -37,7 +38,7 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, in
         for files in by_leaf.values():
             if len(files) < min_files:
                 continue
-            for group in _groups(files):
+            for group in _groups(tier(files) if tiered else files):
                 parts = [pq.read_table(store.abspath(f), schema=schema) for f in group]
                 added += write_leaf_files(store, pa.concat_tables(parts))
                 removed += group
@@ -48,6 +49,20 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2) -> dict[str, in
         version = store.commit(added, removed, "compact", {"files_removed": len(removed)})
         catalog.record(table, version, "compact", sum(f.num_rows for f in added))
     return {"leaves": len({f.npix for f in removed}), "files_removed": len(removed), "files_added": len(added)}
+
+
+def tier(files: list[DataFile]) -> list[DataFile]:
+    """The smallest files of a leaf, taken in size order while each is at most twice the sum of those
+    before it: a large file is rewritten only once the small ones add up to half its size, so every
+    rewrite of a row makes its file at least 1.5x larger."""
+    chosen: list[DataFile] = []
+    total = 0
+    for f in sorted(files, key=lambda f: f.size):
+        if chosen and f.size > 2 * total:
+            break
+        chosen.append(f)
+        total += f.size
+    return chosen
 
 
 def _groups(files: list[DataFile]) -> list[list[DataFile]]:

@@ -148,7 +148,7 @@ class Writer:
         lake_version = self.catalog.record(store.table.name, version, operation, rows)
         min_files = int(self.catalog.settings["auto_compact_min_files"])
         if min_files > 0:  # the policy: merge leaves this write left with many files (the next version)
-            compact(self.catalog, store.table.name, min_files=min_files)
+            compact(self.catalog, store.table.name, min_files=min_files, tiered=True)
         return lake_version
 
     def _prepare(self, tbl: Table, rows: pa.Table) -> pa.Table:

@@ -279,10 +279,18 @@ def _table(raw: dict[str, Any], common: dict[str, Any], sets: dict[str, Any], gr
         natural_key=natural_key,
         healpix_order=int(storage["healpix_order"]),
         row_group_rows=int(storage["row_group_rows"]),
+        codec=_codec(storage, kind),
         grid=grid,
         pixel_columns=tuple(pixel_columns),
         notes=str(raw.get("notes", "")),
     )
+
+
+def _codec(storage: dict[str, Any], kind: str) -> str:
+    codec = str(storage.get("codec", "zstd"))
+    if codec not in ("zstd", "lz4", "snappy", "none"):
+        raise SchemaError(f"common.yaml storage.{kind}.codec: expected zstd, lz4, snappy or none, got {codec!r}")
+    return codec
 
 
 def _targeting(path: Path) -> tuple[TargetingBit, ...]:

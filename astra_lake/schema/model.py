@@ -161,6 +161,7 @@ class Table:
     natural_key: tuple[str, ...] = ()
     healpix_order: int = 1
     row_group_rows: int = 122_880
+    codec: str = "zstd"  # Parquet codec of the non-pixel columns
     grid: Grid | None = None
     pixel_columns: tuple[str, ...] = ()
     notes: str = ""

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from astra_lake import Lake
 from astra_lake.errors import VersionNotFoundError
 from astra_lake.ingest import synthetic as S
+from astra_lake.lake.delta_store import DataFile
 
 
 def _count(lake: Lake, table: str, version: int | str | None = None) -> int:
@@ -136,3 +140,40 @@ def test_writes_that_leave_many_files_in_a_leaf_trigger_a_compaction(lake: Lake)
     assert len({f.npix for f in files}) == len(files)  # one file per leaf again
     assert _count(lake, "apogee_star") == 30
     assert _count(lake, "apogee_star", version=lake.version - 1) == 30  # the write's own version, same rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(1, 10**9), min_size=1, max_size=40))
+def test_tier_takes_the_smallest_files_up_to_the_first_one_much_larger(sizes: list[int]) -> None:
+    from astra_lake.lake.maintenance import tier
+
+    files = [DataFile(f"f{i}", s, 1, 2, 0) for i, s in enumerate(sizes)]
+    chosen = [f.size for f in tier(files)]
+    ordered = sorted(sizes)
+    assert chosen == ordered[: len(chosen)] and chosen
+    assert all(s <= 2 * sum(chosen[:i]) for i, s in enumerate(chosen) if i)
+    if len(chosen) < len(sizes):
+        assert ordered[len(chosen)] > 2 * sum(chosen)
+
+
+def test_tiered_merging_rewrites_each_row_a_logarithmic_number_of_times() -> None:
+    """Appending n equal files to one leaf with the automatic policy (merge the tier once the leaf has 8
+    files) rewrites about log(n) times the data written, where merging everything would be about n/8."""
+    from astra_lake.lake.maintenance import tier
+
+    def rewritten(n: int, pick: Callable[[list[DataFile]], list[DataFile]]) -> float:
+        leaf: list[DataFile] = []
+        copied = 0
+        for i in range(n):
+            assert len(leaf) <= 8 + np.log2(n)  # the leaf stays cheap to scan
+            leaf.append(DataFile(f"w{i}", 100, 1, 2, 0))
+            if len(leaf) >= 8:
+                merge = pick(leaf)
+                if len(merge) > 1:
+                    copied += sum(f.size for f in merge)
+                    leaf = [f for f in leaf if f not in merge] + [DataFile(f"m{i}", sum(f.size for f in merge), 1, 2, 0)]
+        return copied / (100 * n)
+
+    assert rewritten(4096, lambda files: files) > 250  # everything, every 7th write: quadratic in total
+    for n in (256, 1024, 4096):
+        assert rewritten(n, tier) <= np.log2(n)
