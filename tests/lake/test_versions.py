@@ -177,3 +177,19 @@ def test_tiered_merging_rewrites_each_row_a_logarithmic_number_of_times() -> Non
     assert rewritten(4096, lambda files: files) > 250  # everything, every 7th write: quadratic in total
     for n in (256, 1024, 4096):
         assert rewritten(n, tier) <= np.log2(n)
+
+
+def test_checkpoints_keep_every_version_readable_and_other_writers_visible(lake: Lake) -> None:
+    """Every CHECKPOINT_EVERY commits the Delta log gets a checkpoint; time travel still reaches each
+    version, and a reader's cached table handle sees commits made through another handle."""
+    from astra_lake.lake.delta_store import CHECKPOINT_EVERY
+
+    src = S.sources(CHECKPOINT_EVERY + 2, seed=2)
+    for i in range(src.num_rows):
+        lake.write("source", src.slice(i, 1))
+    log = lake.path / "source" / "dataset" / "_delta_log"
+    assert (log / f"{CHECKPOINT_EVERY:020d}.checkpoint.parquet").exists()
+    assert [_count(lake, "source", v) for v in range(1, lake.version + 1)] == list(range(1, src.num_rows + 1))
+    other = Lake(lake.path)
+    other.write("source", S.sources(1, seed=3, first_sdss_id=10**6))
+    assert _count(lake, "source") == src.num_rows + 1
