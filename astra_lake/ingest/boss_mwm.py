@@ -212,10 +212,44 @@ def read_mwm(hdul: fits.HDUList, path: str, kind: str) -> Extracted:
         if instrument is None or hdu.header.get("NAXIS2", 0) == 0:
             continue
         table = f"{instrument}_combined" if kind == "mwmStar" else f"{instrument}_rest_frame_visit"
-        for row in _table_rows(hdu.data, table, {"v_astra": v_astra, SOURCE_REF: key}, path):
+        for i, row in enumerate(_table_rows(hdu.data, table, {"v_astra": v_astra, SOURCE_REF: key}, path)):
             row.setdefault("sdss_id", int(key.split(":")[1]))
             ext.add(table, row)
+            _add_nmf_model(ext, hdu.data, i, table, f"model_{instrument}", row, path)
     return ext
+
+
+NMF = "nmf_rectify"
+
+
+def _add_nmf_model(ext: Extracted, data: Any, i: int, table: str, model_table: str, spectrum: dict[str, Any], path: str) -> None:
+    """The NMF continuum (and, in mwmStar, the rectified model) of a row, as an ``nmf_rectify`` result
+    with its model spectrum in ``model_<instrument>`` (linked to that result's task_pk on ingest).
+    Rows whose continuum is absent or entirely non-finite have no model."""
+    continuum = _col(data, "continuum")
+    if continuum is None or not np.isfinite(continuum[i]).any():
+        return
+    schema = load_schema()
+    grid = schema.table(model_table).grid
+    assert grid is not None
+    arrays = {"continuum": np.asarray(continuum[i], np.float32)}
+    model = _col(data, "nmf_rectified_model_flux")
+    arrays["model_flux"] = np.full(grid.npix, np.nan, np.float32) if model is None else np.asarray(model[i], np.float32)
+    for name, values in arrays.items():
+        if values.size != grid.npix:
+            raise IngestError(f"{path}: {table} row {i} {name} has {values.size} pixels, expected {grid.npix}")
+    rchi2, flags = _col(data, "nmf_rchi2"), _col(data, "nmf_flags")
+    ref = {SPECTRUM_REF: table, **{f"_sk_{k}": spectrum.get(k) for k in schema.table(table).upsert_key}}
+    ext.add(
+        NMF,
+        {
+            "v_astra": spectrum["v_astra"],
+            "rchi2": None if rchi2 is None else finite_or_none(rchi2[i]),
+            "nmf_flags": 0 if flags is None else int(flags[i]),
+            **ref,
+        },
+    )
+    ext.add(model_table, {"pipeline": NMF, "v_astra": spectrum["v_astra"], **arrays, **ref})
 
 
 SUMMARY_SPECTRA = {"astraAllStar": ("boss_combined", "apogee_star"), "astraAllVisit": ("boss_visit", "apogee_visit")}

@@ -151,8 +151,10 @@ class Ingestor:
                 rows = self._link_sources(rows_to_arrow(t, tables.pop(t)))
                 writer.upsert(t, rows)
                 touched.add(t)
-            for t in list(tables):
+            for t in sorted(tables, key=lambda t: schema.table(t).kind == "pixel"):  # results before their models
                 rows = self._link_spectra(rows_to_arrow(t, tables.pop(t)))
+                if schema.table(t).kind == "pixel":
+                    rows = self._link_results(rows)
                 writer.upsert(t, rows)
                 touched.add(t)
             for _, ext in batch:
@@ -223,3 +225,25 @@ class Ingestor:
                 con.sql(f"SELECT i.* EXCLUDE ({refs}), s.spectrum_pk FROM incoming i LEFT JOIN {scan} s ON {on}").to_arrow_table()
             )
         return pa.concat_tables(out, promote_options="default")
+
+    def _link_results(self, rows: pa.Table) -> pa.Table:
+        """Give model rows the task_pk of their result: the row of table ``pipeline`` for the same
+        spectrum and v_astra major.minor (written earlier in the same batch)."""
+        out = []
+        for pipeline in set(rows.column("pipeline").to_pylist()):
+            part = rows.filter(pa.compute.equal(rows.column("pipeline"), pipeline))
+            store = self.catalog.store(pipeline)
+            con = duckdb.connect()
+            con.register("incoming", part)
+            scan = parquet_scan([store.abspath(f) for f in store.files()], "spectrum_pk, v_astra_major_minor, task_pk")
+            linked = con.sql(
+                f"SELECT i.*, r.task_pk FROM incoming i LEFT JOIN {scan} r "
+                "ON r.spectrum_pk = i.spectrum_pk AND r.v_astra_major_minor = i.v_astra // 1000"
+            ).to_arrow_table()
+            missing = linked.filter(pa.compute.is_null(linked.column("task_pk")))
+            if missing.num_rows:
+                raise IngestError(
+                    f"{pipeline} model for spectrum_pk {missing.column('spectrum_pk')[0].as_py()} has no {pipeline} result"
+                )
+            out.append(linked)
+        return pa.concat_tables(out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from astropy.io import fits
 
 from astra_lake import Lake
 from tests.ingest.conftest import factory, run
@@ -13,11 +15,42 @@ from tests.ingest.conftest import factory, run
 def test_mwmstar_with_empty_boss_hdus(lake: Lake, tmp_path: Path) -> None:
     path = factory().make("mwmStar", tmp_path / "mwmStar-0.6.0-4242.fits", {"APOGEE/APO": 1})
     s = run(lake, path)
-    assert s.failed == 0 and s.rows == {"source": 1, "apogee_combined": 1}
+    assert s.failed == 0 and s.rows == {"source": 1, "apogee_combined": 1, "nmf_rectify": 1, "model_apogee": 1}
     row = lake.sql("SELECT * FROM apogee_combined").to_pylist()[0]
     assert row["sdss_id"] == 4242 and row["v_astra"] == 6000 and len(row["flux"]) == 8575
     src = lake.sql("SELECT source_key, ra, dec FROM source").to_pylist()[0]
     assert src == {"source_key": "sdss_id:4242", "ra": 120.5, "dec": -33.25}
+
+
+def test_mwmstar_nmf_continuum_and_model_become_a_result_and_its_model_spectrum(lake: Lake, tmp_path: Path) -> None:
+    path = factory().make("mwmStar", tmp_path / "mwmStar-0.6.0-4242.fits", {"APOGEE/APO": 1, "BOSS/LCO": 1}, seed=4)
+    assert run(lake, path).failed == 0
+    got = lake.sql(
+        "SELECT c.telescope, m.continuum, m.model_flux, n.rchi2, c.nmf_rchi2, m._healpix_29 = c._healpix_29 AS same_place "
+        "FROM (SELECT spectrum_pk, telescope, nmf_rchi2, _healpix_29 FROM apogee_combined "
+        "      UNION ALL SELECT spectrum_pk, telescope, nmf_rchi2, _healpix_29 FROM boss_combined) c "
+        "JOIN nmf_rectify n USING (spectrum_pk) "
+        "JOIN (SELECT * FROM model_apogee UNION ALL SELECT * FROM model_boss) m "
+        "  ON m.task_pk = n.task_pk AND m.pipeline = 'nmf_rectify' "
+        "ORDER BY c.telescope"
+    ).to_pylist()
+    assert len(got) == 2
+    with fits.open(path) as h:
+        for row, hdu in zip(got, ("BOSS/LCO", "APOGEE/APO"), strict=True):
+            np.testing.assert_array_equal(np.asarray(row["continuum"], np.float32), h[hdu].data["continuum"][0])
+            np.testing.assert_array_equal(np.asarray(row["model_flux"], np.float32), h[hdu].data["nmf_rectified_model_flux"][0])
+            assert row["rchi2"] == row["nmf_rchi2"] == pytest.approx(float(h[hdu].data["nmf_rchi2"][0]))
+            assert row["same_place"]
+
+
+def test_mwmvisit_continuum_without_model_and_rows_without_continuum(lake: Lake, tmp_path: Path) -> None:
+    values = {"mjd": np.array([60001, 60002], np.int32), "plate": np.array(["p1", "p1"]), "fiber": np.array([1, 2], np.int32)}
+    values["continuum"] = np.vstack([np.full(8575, 2.5, np.float32), np.full(8575, np.nan, np.float32)])
+    path = factory().make("mwmVisit", tmp_path / "v.fits", {"APOGEE/LCO": 2}, values={"APOGEE/LCO": values})
+    s = run(lake, path)
+    assert s.failed == 0 and s.rows["apogee_rest_frame_visit"] == 2 and s.rows["model_apogee"] == 1
+    m = lake.sql("SELECT continuum, model_flux FROM model_apogee").to_pylist()[0]
+    assert set(m["continuum"]) == {2.5} and np.all(np.isnan(np.asarray(m["model_flux"], np.float32)))
 
 
 def test_mwmvisit_boss_and_apogee(lake: Lake, tmp_path: Path) -> None:
