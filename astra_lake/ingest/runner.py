@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from astra_lake.errors import IngestError
@@ -86,7 +85,7 @@ class Ingestor:
         paths = [store.abspath(f) for f in store.files()]
         if not paths:
             return {}
-        rows = duckdb.connect().execute(f"SELECT path, size, mtime, sha256 FROM {parquet_scan(paths)}").fetchall()
+        rows = self.catalog.duck().execute(f"SELECT path, size, mtime, sha256 FROM {parquet_scan(paths)}").fetchall()
         return {p: (s, m, h) for p, s, m, h in rows}
 
     def run(self, files: list[str], progress: Callable[[int, int], None] | None = None) -> Summary:
@@ -187,7 +186,7 @@ class Ingestor:
         prev: dict[str, int] = {}
         if files:
             for p, n in (
-                duckdb.connect().execute(f"SELECT path, max(attempt) FROM {parquet_scan(files)} GROUP BY path").fetchall()
+                self.catalog.duck().execute(f"SELECT path, max(attempt) FROM {parquet_scan(files)} GROUP BY path").fetchall()
             ):
                 prev[p] = n
         return {p: prev.get(p, 0) + 1 for p in paths}
@@ -196,7 +195,7 @@ class Ingestor:
         """Replace the ``_source_key`` reference by the lake's ``source_pk``."""
         store = self.catalog.store("source")
         paths = [store.abspath(f) for f in store.files()]
-        con = duckdb.connect()
+        con = self.catalog.duck()
         con.register("incoming", rows)
         q = (
             f"SELECT i.* EXCLUDE ({SOURCE_REF}, source_pk), s.source_pk FROM incoming i "
@@ -215,7 +214,7 @@ class Ingestor:
             part = rows.filter(pa.compute.equal(rows.column(SPECTRUM_REF), spectrum_table))
             key = self.catalog.schema.table(spectrum_table).upsert_key
             store = self.catalog.store(spectrum_table)
-            con = duckdb.connect()
+            con = self.catalog.duck()
             con.register("incoming", part)
             on = " AND ".join(f"i._sk_{k} IS NOT DISTINCT FROM s.{k}" for k in key)
             sk = [c for c in part.column_names if c.startswith("_sk_")]  # every spectrum table's key columns
@@ -233,7 +232,7 @@ class Ingestor:
         for pipeline in set(rows.column("pipeline").to_pylist()):
             part = rows.filter(pa.compute.equal(rows.column("pipeline"), pipeline))
             store = self.catalog.store(pipeline)
-            con = duckdb.connect()
+            con = self.catalog.duck()
             con.register("incoming", part)
             scan = parquet_scan([store.abspath(f) for f in store.files()], "spectrum_pk, v_astra_major_minor, task_pk")
             linked = con.sql(

@@ -12,7 +12,6 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,7 +192,7 @@ class Writer:
                 lookups.append((k, parquet_scan(sources, "source_pk, sdss_id, _healpix_29")))
         found = pa.table({"_row": pa.array([], pa.int64())})
         if lookups:
-            con = duckdb.connect()
+            con = self.catalog.duck()
             con.register("incoming", rows.select(ids).append_column("_row", pa.array(np.arange(rows.num_rows))))
             union = " UNION ALL ".join(
                 f"SELECT {prio} AS prio, i._row, s.source_pk, s.sdss_id, s._healpix_29 FROM incoming i JOIN {scan} s "
@@ -247,11 +246,10 @@ class Writer:
                 raise ValidationError(f"{tbl.name}.{field.name}: required value missing after identity/position fill")
         return rows
 
-    @staticmethod
-    def _existing(paths: list[str], rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    def _existing(self, paths: list[str], rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
         if not paths or rows.num_rows == 0:
             return rows.select(list(key)).slice(0, 0)
-        con = duckdb.connect()
+        con = self.catalog.duck()
         con.register("incoming", rows.select(list(key)))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
         return con.sql(f"SELECT i.* FROM incoming i SEMI JOIN {parquet_scan(paths, ', '.join(key))} e ON {cond}").to_arrow_table()
@@ -270,7 +268,7 @@ class Writer:
             return rows, []
         key = list(tbl.upsert_key)
         keep = [c for c in (IDENTITY.get(tbl.kind), "created") if c is not None]
-        con = duckdb.connect()
+        con = self.catalog.duck()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))
         paths = {store.abspath(f): f.path for f in files}
         quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
@@ -288,14 +286,13 @@ class Writer:
         touched = sorted({paths[f] for f in matched.column("filename").to_pylist()})
         return rows, touched
 
-    @staticmethod
-    def _rewrite_without(store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table) -> pa.Table:
+    def _rewrite_without(self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table) -> pa.Table:
         """Rows of ``files`` whose key is not in ``rows`` (they are written back; the files are dropped)."""
         schema = storage_schema(tbl)
         if not files:
             return schema.empty_table()
         key = list(tbl.upsert_key)
-        con = duckdb.connect()
+        con = self.catalog.duck()
         con.register("incoming", rows.select(key))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
         scan = parquet_scan([store.abspath(f) for f in files])
