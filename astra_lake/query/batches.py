@@ -23,14 +23,20 @@ from astra_lake.query.snapshot import Snapshot
 from astra_lake.query.spectra import Spectra, to_spectra
 from astra_lake.schema.model import Table
 
-Unit = tuple[str, list[int]]
+Unit = tuple[str, list[int] | None]  # a file and some of its row groups (None: all of them)
 IDS = ["spectrum_pk", "source_pk", "sdss_id", "_healpix_29"]
 
 
 def _units(snapshot: Snapshot, table: str, batch_rows: int) -> list[Unit]:
-    """(file, row groups) pieces of the table, each of at most ``batch_rows`` rows (or one row group)."""
+    """(file, row groups) pieces of the table, each of at most ``batch_rows`` rows (or one row group).
+    Files no larger than a batch are one piece, without opening them here."""
     units: list[Unit] = []
-    for path in snapshot.paths(table):
+    store = snapshot.catalog.store(table)
+    for f in snapshot.files(table):
+        path = store.abspath(f)
+        if f.num_rows <= batch_rows:
+            units.append((path, None))
+            continue
         meta = pq.read_metadata(path)
         groups: list[int] = []
         rows = 0
@@ -57,7 +63,11 @@ def selected_pks(snapshot: Snapshot, table: str, where: str) -> pa.Array:
 
 def _read(tbl: Table, unit: Unit, columns: list[str], keep: pa.Array | None) -> Spectra:
     path, groups = unit
-    rows = pq.ParquetFile(path, memory_map=True, pre_buffer=False).read_row_groups(groups, columns=columns, use_threads=False)
+    pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
+    if groups is None:
+        rows = pf.read(columns=columns, use_threads=False)
+    else:
+        rows = pf.read_row_groups(groups, columns=columns, use_threads=False)
     if keep is not None:
         rows = rows.filter(pc.is_in(rows.column("spectrum_pk"), keep))
     return to_spectra(tbl, rows)
