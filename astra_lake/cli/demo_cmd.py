@@ -117,6 +117,11 @@ def demo(
     ra, dec = float(src.column("ra")[0].as_py()), float(src.column("dec")[0].as_py())
     near = lake.cone(ra, dec, 2.0, columns=["sdss_id"])
     console.print(f"cone(ra={ra:.3f}, dec={dec:.3f}, 2 deg): {near.num_rows} sources")
+    n_spectra, good = 0, 0
+    for block in lake.spectra_batches("apogee_star"):  # the full-scan path: numpy blocks, decoded ahead
+        n_spectra += len(block)
+        good += int((block.ivar > 0).sum())
+    console.print(f"spectra_batches('apogee_star'): {n_spectra} spectra, {good / max(n_spectra, 1):.0f} usable pixels each")
 
     console.rule("4. A kernel over the lake: Chebyshev continuum of every APOGEE spectrum with S/N > 100")
     lake.apply(ChebyshevNormalize(), table="apogee_star", output="normalized_apogee", where="snr > 100")
