@@ -292,20 +292,18 @@ def streaming_bench(workdir: Path, n_results: int, n_spectra: int) -> list[str]:
         "| peak RSS |",
         "|---|---:|---:|---:|---:|",
     ]
-    for n in (n_results // 4, n_results):
-        r = in_child(streaming_upsert, str(workdir / f"stream_{n}"), n)
-        lines.append(
-            f"| upsert ASPCAP results (223 columns) | {n:,} | {r['per_s']:,.0f} rows/s | {r['per_s_writes_only']:,.0f} rows/s "
-            f"| {r['peak_mb']:,.0f} MB |"
-        )
-        shutil.rmtree(workdir / f"stream_{n}", ignore_errors=True)
-    for n in (n_spectra // 4, n_spectra):
-        r = in_child(streaming_append_spectra, str(workdir / f"append_{n}"), n)
-        lines.append(
-            f"| append APOGEE spectra (8575 px; generation included) | {n:,} | {r['per_s']:,.0f} spectra/s "
-            f"| {r['per_s_writes_only']:,.0f} spectra/s | {r['peak_mb']:,.0f} MB |"
-        )
-        shutil.rmtree(workdir / f"append_{n}", ignore_errors=True)
+    runs = (
+        ("upsert ASPCAP results (223 columns)", "rows", streaming_upsert, n_results),
+        ("append APOGEE spectra (8575 px; generation included)", "spectra", streaming_append_spectra, n_spectra),
+    )
+    for label, unit, fn, full in runs:
+        for n in (full // 4, full):
+            r = in_child(fn, str(workdir / f"{fn.__name__}_{n}"), n)
+            lines.append(
+                f"| {label} | {n:,} | {r['per_s']:,.0f} {unit}/s | {r['per_s_writes_only']:,.0f} {unit}/s "
+                f"| {r['peak_mb']:,.0f} MB |"
+            )
+            shutil.rmtree(workdir / f"{fn.__name__}_{n}", ignore_errors=True)
     return lines
 
 
