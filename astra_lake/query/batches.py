@@ -90,7 +90,8 @@ def spectra_batches(
     selects spectra; by default every spectrum comes.
     ``columns`` picks the metadata columns (default: the identity columns ``IDS``; every extra column
     costs a decode per row group); the pixel arrays always come.
-    ``threads`` decode ahead of the caller (default: the machine's cores).
+    ``threads`` decode ahead of the caller (default: the machine's cores). Bad arguments raise here,
+    before iteration.
     """
     tbl = snapshot.catalog.schema.table(table)
     if tbl.kind != "spectrum" or tbl.grid is None:
@@ -109,11 +110,15 @@ def spectra_batches(
         raise AstraLakeError("give where or pks, not both")
     keep = selected_pks(snapshot, table, where) if where else pks
     if keep is not None and len(keep) == 0:
-        return
-    workers = max(1, threads or os.cpu_count() or 1)
+        return iter(())
+    return _stream(tbl, _units(snapshot, table, batch_rows), read, keep, max(1, threads or os.cpu_count() or 1))
+
+
+def _stream(tbl: Table, units: list[Unit], read: list[str], keep: pa.Array | None, workers: int) -> Iterator[Spectra]:
+    """Decode units on ``workers`` threads, at most ``workers`` ahead of the consumer, in order."""
     with ThreadPoolExecutor(workers) as pool:
         pending: deque[Future[Spectra]] = deque()
-        for unit in _units(snapshot, table, batch_rows):
+        for unit in units:
             pending.append(pool.submit(_read, tbl, unit, read, keep))
             if len(pending) > workers:
                 block = pending.popleft().result()

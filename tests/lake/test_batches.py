@@ -68,4 +68,4 @@ def test_a_pinned_version_and_an_early_stop(populated: Lake) -> None:
 def test_bad_requests_are_named(populated: Lake, kwargs: dict, message: str) -> None:
     table = kwargs.pop("table", "apogee_star")
     with pytest.raises(AstraLakeError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        next(iter(populated.spectra_batches(table, **kwargs)))
+        populated.spectra_batches(table, **kwargs)  # raised on the call, not on the first block
