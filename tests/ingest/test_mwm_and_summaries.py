@@ -26,17 +26,17 @@ def test_mwmstar_nmf_continuum_and_model_become_a_result_and_its_model_spectrum(
     path = factory().make("mwmStar", tmp_path / "mwmStar-0.6.0-4242.fits", {"APOGEE/APO": 1, "BOSS/LCO": 1}, seed=4)
     assert run(lake, path).failed == 0
     got = lake.sql(
-        "SELECT c.telescope, m.continuum, m.model_flux, n.rchi2, c.nmf_rchi2, m._healpix_29 = c._healpix_29 AS same_place "
-        "FROM (SELECT spectrum_pk, telescope, nmf_rchi2, _healpix_29 FROM apogee_combined "
-        "      UNION ALL SELECT spectrum_pk, telescope, nmf_rchi2, _healpix_29 FROM boss_combined) c "
+        "SELECT c.instrument, m.continuum, m.model_flux, n.rchi2, c.nmf_rchi2, m._healpix_29 = c._healpix_29 AS same_place "
+        "FROM (SELECT 'apogee' AS instrument, spectrum_pk, nmf_rchi2, _healpix_29 FROM apogee_combined "
+        "      UNION ALL SELECT 'boss', spectrum_pk, nmf_rchi2, _healpix_29 FROM boss_combined) c "
         "JOIN nmf_rectify n USING (spectrum_pk) "
         "JOIN (SELECT * FROM model_apogee UNION ALL SELECT * FROM model_boss) m "
         "  ON m.task_pk = n.task_pk AND m.pipeline = 'nmf_rectify' "
-        "ORDER BY c.telescope"
+        "ORDER BY c.instrument"
     ).to_pylist()
     assert len(got) == 2
     with fits.open(path) as h:
-        for row, hdu in zip(got, ("BOSS/LCO", "APOGEE/APO"), strict=True):
+        for row, hdu in zip(got, ("APOGEE/APO", "BOSS/LCO"), strict=True):
             np.testing.assert_array_equal(np.asarray(row["continuum"], np.float32), h[hdu].data["continuum"][0])
             np.testing.assert_array_equal(np.asarray(row["model_flux"], np.float32), h[hdu].data["nmf_rectified_model_flux"][0])
             assert row["rchi2"] == row["nmf_rchi2"] == pytest.approx(float(h[hdu].data["nmf_rchi2"][0]))
