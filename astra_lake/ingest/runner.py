@@ -82,7 +82,7 @@ class Ingestor:
 
     def known_files(self) -> dict[str, tuple[int, float, str]]:
         store = self.catalog.store("ingest_files")
-        paths = [store.abspath(f) for f in store.files()]
+        paths = store.paths()
         if not paths:
             return {}
         rows = self.catalog.duck().execute(f"SELECT path, size, mtime, sha256 FROM {parquet_scan(paths)}").fetchall()
@@ -182,7 +182,7 @@ class Ingestor:
 
     def _attempts(self, paths: list[str]) -> dict[str, int]:
         store = self.catalog.store("ingest_errors")
-        files = [store.abspath(f) for f in store.files()]
+        files = store.paths()
         prev: dict[str, int] = {}
         if files:
             for p, n in (
@@ -194,7 +194,7 @@ class Ingestor:
     def _link_sources(self, rows: pa.Table) -> pa.Table:
         """Replace the ``_source_key`` reference by the lake's ``source_pk``."""
         store = self.catalog.store("source")
-        paths = [store.abspath(f) for f in store.files()]
+        paths = store.paths()
         con = self.catalog.duck()
         con.register("incoming", rows)
         q = (
@@ -219,7 +219,7 @@ class Ingestor:
             on = " AND ".join(f"i._sk_{k} IS NOT DISTINCT FROM s.{k}" for k in key)
             sk = [c for c in part.column_names if c.startswith("_sk_")]  # every spectrum table's key columns
             refs = ", ".join([SPECTRUM_REF, *sk] + (["spectrum_pk"] if "spectrum_pk" in part.column_names else []))
-            scan = parquet_scan([store.abspath(f) for f in store.files()], ", ".join(["spectrum_pk", *key]))
+            scan = parquet_scan(store.paths(), ", ".join(["spectrum_pk", *key]))
             out.append(
                 con.sql(f"SELECT i.* EXCLUDE ({refs}), s.spectrum_pk FROM incoming i LEFT JOIN {scan} s ON {on}").to_arrow_table()
             )
@@ -234,7 +234,7 @@ class Ingestor:
             store = self.catalog.store(pipeline)
             con = self.catalog.duck()
             con.register("incoming", part)
-            scan = parquet_scan([store.abspath(f) for f in store.files()], "spectrum_pk, v_astra_major_minor, task_pk")
+            scan = parquet_scan(store.paths(), "spectrum_pk, v_astra_major_minor, task_pk")
             linked = con.sql(
                 f"SELECT i.*, r.task_pk FROM incoming i LEFT JOIN {scan} r "
                 "ON r.spectrum_pk = i.spectrum_pk AND r.v_astra_major_minor = i.v_astra // 1000"

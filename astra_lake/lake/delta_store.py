@@ -119,6 +119,10 @@ class DeltaStore:
     def abspath(self, f: DataFile) -> str:
         return str(self.dataset / f.path)
 
+    def paths(self, files: list[DataFile] | None = None) -> list[str]:
+        """Absolute paths of ``files`` (default: the latest version's files)."""
+        return [self.abspath(f) for f in (self.files() if files is None else files)]
+
     def commit(self, adds: list[DataFile], removes: list[DataFile], operation: str, metadata: dict[str, Any]) -> int:
         """Add and remove files in one atomic Delta commit; returns the new version."""
         now = int(time.time() * 1000)

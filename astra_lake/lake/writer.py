@@ -50,11 +50,12 @@ def source_keys(rows: pa.Table) -> pa.Array:
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
-def parquet_scan(paths: list[str], columns: str = "*") -> str:
-    """SQL over exactly these files (never a directory glob). The HATS ``Norder=/Dir=/Npix=`` folders are
-    not columns: hive partitioning (which DuckDB would otherwise detect) stays off."""
+def parquet_scan(paths: list[str], columns: str = "*", *, options: str = "") -> str:
+    """SQL over exactly these files (never a directory glob), with extra ``read_parquet`` ``options``. The
+    HATS ``Norder=/Dir=/Npix=`` folders are not columns: hive partitioning (which DuckDB would otherwise
+    detect) stays off."""
     quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    scan = f"read_parquet([{quoted}], hive_partitioning = false)"
+    scan = f"read_parquet([{quoted}], hive_partitioning = false{', ' + options if options else ''})"
     return scan if columns == "*" else f"(SELECT {columns} FROM {scan})"
 
 
@@ -91,8 +92,7 @@ class Writer:
         """Append rows in one commit; rows whose key already exists are refused (use upsert)."""
         tbl, store = self._table(table)
         rows = self._prepare(tbl, conform(tbl, data))
-        current = [store.abspath(f) for f in store.files()]
-        clash = self._existing(current, rows, tbl.upsert_key)
+        clash = self._existing(store.paths(), rows, tbl.upsert_key)
         if clash.num_rows:
             example = {k: clash.column(k)[0].as_py() for k in tbl.upsert_key}
             raise ValidationError(f"{table}: {clash.num_rows} row(s) already exist, e.g. {example}; use upsert to replace them")
@@ -183,10 +183,10 @@ class Writer:
         ids = [c for c in ("spectrum_pk", "source_pk", "sdss_id") if c in rows.column_names]
         lookups = []
         if tbl.kind in ("pipeline", "pixel") and "spectrum_pk" in ids:
-            spectra = [p for t in self.catalog.schema.of_kind("spectrum") for p in self._paths(t.name)]
+            spectra = [p for t in self.catalog.schema.of_kind("spectrum") for p in self.catalog.store(t.name).paths()]
             if spectra:
                 lookups.append(("spectrum_pk", parquet_scan(spectra, "spectrum_pk, source_pk, sdss_id, _healpix_29")))
-        sources = self._paths("source")
+        sources = self.catalog.store("source").paths()
         for k in ("source_pk", "sdss_id"):
             if sources and k in ids:
                 lookups.append((k, parquet_scan(sources, "source_pk, sdss_id, _healpix_29")))
@@ -225,10 +225,6 @@ class Writer:
                 )
             rows = _fill(rows, col, looked_up)
         return rows
-
-    def _paths(self, table: str) -> list[str]:
-        store = self.catalog.store(table)
-        return [store.abspath(f) for f in store.files()]
 
     def _mint(self, tbl: Table, rows: pa.Table) -> pa.Table:
         ident = IDENTITY.get(tbl.kind)
@@ -271,12 +267,9 @@ class Writer:
         con = self.catalog.duck()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))
         paths = {store.abspath(f): f.path for f in files}
-        quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
-        q = (
-            f"SELECT i._row, e.filename, {', '.join('e.' + c for c in keep)} "
-            f"FROM incoming i JOIN read_parquet([{quoted}], filename = true, union_by_name = true) e ON {cond}"
-        )
+        scan = parquet_scan(list(paths), options="filename = true, union_by_name = true")
+        q = f"SELECT i._row, e.filename, {', '.join('e.' + c for c in keep)} FROM incoming i JOIN {scan} e ON {cond}"
         matched = con.sql(q).to_arrow_table()
         if matched.num_rows == 0:
             return rows, []
@@ -295,7 +288,7 @@ class Writer:
         con = self.catalog.duck()
         con.register("incoming", rows.select(key))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
-        scan = parquet_scan([store.abspath(f) for f in files])
+        scan = parquet_scan(store.paths(files))
         kept = con.sql(f"SELECT e.* FROM {scan} e ANTI JOIN incoming i ON {cond}").to_arrow_table()
         return pa.Table.from_arrays([kept.column(f.name).cast(f.type) for f in schema], schema=schema)
 

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from astra_lake.errors import AstraLakeError
+from astra_lake.lake.files import take_rows
 from astra_lake.query.duck import connect
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.query.spectra import Spectra, to_spectra
@@ -69,7 +71,7 @@ def _read(tbl: Table, unit: Unit, columns: list[str], keep: pa.Array | None) -> 
     else:
         rows = pf.read_row_groups(groups, columns=columns, use_threads=False)
     if keep is not None:
-        rows = rows.filter(pc.is_in(rows.column("spectrum_pk"), keep))
+        rows = take_rows(rows, np.flatnonzero(pc.is_in(rows.column("spectrum_pk"), keep).to_numpy(zero_copy_only=False)))
     return to_spectra(tbl, rows)
 
 

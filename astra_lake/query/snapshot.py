@@ -33,8 +33,7 @@ class Snapshot:
         return self._files[table]
 
     def paths(self, table: str) -> list[str]:
-        store = self.catalog.store(table)
-        return [store.abspath(f) for f in self.files(table)]
+        return self.catalog.store(table).paths(self.files(table))
 
     def healpix_ranges(self, table: str) -> npt.NDArray[np.int64]:
         """(n_files, 2) closed ``_healpix_29`` interval of each file (its leaf, narrowed by its min/max)."""

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from cdshealpix import nested
 
 from astra_lake.errors import AstraLakeError
+from astra_lake.lake.files import take_rows
 from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, meeting
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.model import Grid, Table
@@ -170,7 +171,7 @@ def read_rows_in(
             mask = inside(ranges, part.column("_healpix_29").to_numpy())
             if keep is not None:
                 mask &= keep(part)
-            parts.append(part.take(np.flatnonzero(mask)))
+            parts.append(take_rows(part, np.flatnonzero(mask)))
     if not parts:
         from astra_lake.lake.conform import storage_schema
 
