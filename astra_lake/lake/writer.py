@@ -274,8 +274,9 @@ class Writer:
         if matched.num_rows == 0:
             return rows, []
         idx = matched.column("_row").to_numpy().astype(np.int64)
-        for c in keep:
-            rows = _set(rows, c, _scatter(rows.num_rows, idx, matched.column(c), rows.schema.field(c).type))
+        for c in keep:  # replaced rows take the stored value; new rows keep theirs (minted/filled later)
+            carried = _scatter(rows.num_rows, idx, matched.column(c), rows.schema.field(c).type)
+            rows = _set(rows, c, pc.coalesce(carried, rows.column(c)))
         touched = sorted({paths[f] for f in matched.column("filename").to_pylist()})
         return rows, touched
 

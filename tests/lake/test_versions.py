@@ -55,6 +55,26 @@ def test_upsert_keeps_task_pk_and_created(populated: Lake) -> None:
     assert _count(populated, "aspcap") == 125
 
 
+def test_upsert_mixing_new_and_existing_rows(populated: Lake) -> None:
+    """Rows already in the lake keep task_pk/created; new rows get fresh ones; every row is modified now."""
+    populated.upsert("astronn", S.results("astronn", np.arange(0), seed=1))  # empty batches write nothing
+    pks = populated.sql("SELECT spectrum_pk FROM apogee_star ORDER BY spectrum_pk").column(0).to_numpy()
+    q = "SELECT spectrum_pk, task_pk, created, modified FROM the_payne ORDER BY spectrum_pk"
+    populated.upsert("the_payne", S.results("the_payne", pks[:30], seed=21))
+    before = {r["spectrum_pk"]: r for r in populated.sql(q).to_pylist()}
+    time.sleep(0.01)
+    populated.upsert("the_payne", S.results("the_payne", pks[20:50], seed=22))
+    after = {r["spectrum_pk"]: r for r in populated.sql(q).to_pylist()}
+    assert sorted(after) == sorted(int(p) for p in pks[:50])
+    replaced, new = [int(p) for p in pks[20:30]], [int(p) for p in pks[30:50]]
+    for p in replaced:
+        assert (after[p]["task_pk"], after[p]["created"]) == (before[p]["task_pk"], before[p]["created"])
+        assert after[p]["modified"] > before[p]["modified"]
+    fresh = [after[p]["task_pk"] for p in new]
+    assert len(set(fresh)) == 20 and min(fresh) > max(r["task_pk"] for r in before.values())
+    assert all(after[p]["created"] == after[p]["modified"] > before[pks[0]]["modified"] for p in new)
+
+
 def test_compaction_never_double_counts(populated: Lake) -> None:
     for seed in range(3):
         pks = populated.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()[seed * 10 : seed * 10 + 10]
