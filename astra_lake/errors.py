@@ -30,7 +30,14 @@ class UndefinedSummaryFlagError(FlagError):
 
 
 class ValidationError(AstraLakeError, ValueError):
-    """Data offered to the lake does not match data_schema/; nothing was written."""
+    """Data offered to the lake does not match data_schema/; nothing was written.
+
+    ``table``, ``column`` and ``row`` (of the data as given) locate the first offending value where known.
+    """
+
+    def __init__(self, message: str, *, table: str | None = None, column: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.table, self.column, self.row = table, column, row
 
 
 class LakeNotFoundError(AstraLakeError, FileNotFoundError):

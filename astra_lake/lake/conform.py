@@ -46,19 +46,34 @@ def storage_schema(table: Table) -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
-def as_arrow(data: Any) -> pa.Table:
-    """Accept pyarrow tables/batches, Polars/pandas frames, dicts of arrays, or any Arrow stream."""
+def is_pandas(data: Any) -> bool:
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
+
+
+def as_arrow(data: Any, table: str = "rows") -> pa.Table:
+    """Accept pyarrow tables/batches, Polars/pandas frames, DuckDB results, dicts of arrays, or any Arrow
+    stream. pandas frames keep their ``pandas`` schema metadata (see :func:`conform`), never their index."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, dict):
-        return pa.table({k: _to_array(v) for k, v in data.items()})
+        arrays = {k: _to_array(v) for k, v in data.items()}
+        lengths = {k: len(v) for k, v in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            given = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise ValidationError(f"{table}: columns have different lengths ({given}); give one value per row in every column")
+        return pa.table(arrays)
+    if is_pandas(data):
+        return pa.Table.from_pandas(data, preserve_index=False)
     if hasattr(data, "to_arrow"):
         return pa.table(data.to_arrow())
     if hasattr(data, "__arrow_c_stream__"):
         return pa.table(data)
-    raise ValidationError(f"cannot read rows from a {type(data).__name__}; give a pyarrow/Polars table or a dict of arrays")
+    raise ValidationError(
+        f"{table}: cannot read rows from a {type(data).__name__}; give a pyarrow/Polars/pandas table, a DuckDB result "
+        "or a dict of arrays"
+    )
 
 
 def _to_array(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -78,52 +93,97 @@ def first_row(mask: pa.ChunkedArray | pa.Array) -> int:
     return int(idx[0]) if len(idx) else -1
 
 
-def _cast_column(table: Table, name: str, col: pa.ChunkedArray, target: pa.DataType, shape: int | None) -> pa.ChunkedArray:
-    where = f"{table.name}.{name}"
+def invalid(table: Table, column: str, what: str, row: int | None = None) -> ValidationError:
+    """A ValidationError located at ``table.column`` (and ``row``): ``"<table>.<column>: <what>"``."""
+    return ValidationError(f"{table.name}.{column}: {what}", table=table.name, column=column, row=row)
+
+
+def _cast_column(
+    table: Table, name: str, col: pa.ChunkedArray, target: pa.DataType, shape: int | None, *, from_pandas: bool = False
+) -> pa.ChunkedArray:
     if shape is not None:
         if not (pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type)):
-            raise ValidationError(f"{where}: expected an array of {shape} values per row, got {col.type}")
+            raise invalid(table, name, f"expected an array of {shape} values per row, got {col.type}")
         lengths = pc.list_value_length(col)
         bad = pc.and_(pc.is_valid(lengths), pc.not_equal(lengths, shape))
         if pc.any(bad).as_py():
             row = first_row(bad)
-            raise ValidationError(f"{where}: row {row} has {lengths[row].as_py()} pixels, expected {shape}")
+            raise invalid(table, name, f"row {row} has {lengths[row].as_py()} pixels, expected {shape}", row)
         if pc.list_flatten(col).null_count:
             parents = pc.list_parent_indices(col).to_numpy()
             row = int(parents[first_row(pc.is_null(pc.list_flatten(col)))])
-            raise ValidationError(f"{where}: row {row} has null pixels; store NaN (flux) or ivar 0 instead")
+            raise invalid(table, name, f"row {row} has null pixels; store NaN (flux) or ivar 0 instead", row)
     if col.type == target:
         return col
     if pa.types.is_integer(target) and pa.types.is_floating(col.type):
-        raise ValidationError(f"{where}: expected {target}, got {col.type} (floats are not silently truncated to integers)")
+        if from_pandas:
+            return _integral_floats(table, name, col, target)
+        raise invalid(table, name, f"expected {target}, got {col.type} (floats are not silently truncated to integers)")
     if pa.types.is_integer(target) and (pa.types.is_string(col.type) or pa.types.is_binary(col.type)):
-        raise ValidationError(f"{where}: expected {target}, got {col.type}")
+        raise invalid(table, name, f"expected {target}, got {col.type}")
     if target == pa.int64() and col.type == pa.uint64():
         return col.cast(pa.int64(), safe=False)  # a 64-bit flag pattern: reinterpret, never reject
     try:
         return col.cast(target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValidationError(f"{where}: expected {target}, got {col.type}: {exc}") from None
+        raise invalid(table, name, f"expected {target}, got {col.type}: {exc}") from None
 
 
-def conform(table: Table, data: Any, *, managed: set[str] | None = None) -> pa.Table:
+def _integral_floats(table: Table, name: str, col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """A pandas integer column with missing values arrives as float64 with NaN: NaN becomes null and
+    whole numbers become integers; a fraction is still an error (never truncated)."""
+    values = col.to_numpy()
+    missing = np.isnan(values)
+    fraction = ~missing & (values != np.round(values))
+    if fraction.any():
+        row = int(np.flatnonzero(fraction)[0])
+        value = float(values[row])
+        raise invalid(table, name, f"row {row} is {value!r}, expected {target} (floats are not silently truncated)", row)
+    try:
+        return pa.chunked_array([pa.array(values, mask=missing).cast(target, safe=True)])
+    except pa.ArrowInvalid as exc:
+        raise invalid(table, name, f"expected {target}: {exc}") from None
+
+
+def check_range(table: Table, name: str, col: pa.ChunkedArray) -> None:
+    """Refuse values outside the column's declared ``[minimum, maximum]`` (null and NaN are not values)."""
+    decl = table.column(name)
+    if decl.minimum is None and decl.maximum is None:
+        return
+    low = pc.less(col, decl.minimum) if decl.minimum is not None else None
+    high = pc.greater(col, decl.maximum) if decl.maximum is not None else None
+    out = pc.fill_null(low if high is None else high if low is None else pc.or_(low, high), False)
+    if pc.any(out).as_py():
+        row = first_row(out)
+        bounds = f"[{'-inf' if decl.minimum is None else decl.minimum}, {'inf' if decl.maximum is None else decl.maximum}]"
+        where = f"data_schema/tables/{table.name}.yaml"
+        raise invalid(table, name, f"row {row} is {col[row].as_py()!r}, outside its declared range {bounds} ({where})", row)
+
+
+def conform(table: Table, data: Any, *, managed: set[str] | None = None, derived: frozenset[str] = frozenset()) -> pa.Table:
     """Validate ``data`` for ``table`` and return it in the storage schema (column order included).
 
     Columns the writer manages may be absent; other absent nullable columns become null (or their
-    declared fill); absent non-nullable columns, unknown columns, wrong types, wrong pixel counts and
-    nulls in non-nullable columns are errors.
+    declared fill). Columns named in ``derived`` (what reads add: flag booleans, summary-view joins; see
+    :func:`astra_lake.schema.views.derived_columns`) are dropped, so rows read from the lake can be
+    written back. Absent non-nullable columns, unknown columns, wrong types, wrong pixel counts, values
+    outside a declared range and nulls in non-nullable columns are errors. pandas integer columns with
+    missing values (float64 with NaN) are accepted when every value is a whole number.
     """
     managed = MANAGED if managed is None else managed
-    raw = as_arrow(data)
+    raw = as_arrow(data, table.name)
+    from_pandas = b"pandas" in (raw.schema.metadata or {})
     schema = storage_schema(table)
-    unknown = [c for c in raw.column_names if c not in schema.names]
+    unknown = [c for c in raw.column_names if c not in schema.names and c not in derived]
     if unknown:
         raise ValidationError(
-            f"{table.name}: unknown column(s) {', '.join(unknown)}; declared columns are in data_schema/tables/{table.name}.yaml"
+            f"{table.name}: unknown column(s) {', '.join(unknown)}; declared columns are in data_schema/tables/{table.name}.yaml",
+            table=table.name,
+            column=unknown[0],
         )
     dup = {c for c in raw.column_names if raw.column_names.count(c) > 1}
     if dup:
-        raise ValidationError(f"{table.name}: column(s) given twice: {', '.join(sorted(dup))}")
+        raise ValidationError(f"{table.name}: column(s) given twice: {', '.join(sorted(dup))}", table=table.name, column=min(dup))
     meta = schema.metadata or {}
     out = []
     n = raw.num_rows
@@ -131,16 +191,19 @@ def conform(table: Table, data: Any, *, managed: set[str] | None = None) -> pa.T
         shape_raw = meta.get(f"astra_lake.shape.{field.name}".encode())
         shape = int(shape_raw) if shape_raw else None
         if field.name in raw.column_names:
-            col = _cast_column(table, field.name, raw.column(field.name), field.type, shape)
+            col = _cast_column(table, field.name, raw.column(field.name), field.type, shape, from_pandas=from_pandas)
+            check_range(table, field.name, col)
         elif field.name in managed:
             col = pa.chunked_array([pa.nulls(n, field.type)])
         elif field.nullable:
             fill = table.column(field.name).fill
             col = pa.chunked_array([pa.array([fill] * n, field.type) if fill is not None else pa.nulls(n, field.type)])
         else:
-            raise ValidationError(f"{table.name}: missing required column {field.name!r} ({field.type})")
+            raise ValidationError(
+                f"{table.name}: missing required column {field.name!r} ({field.type})", table=table.name, column=field.name
+            )
         if not field.nullable and field.name not in managed and col.null_count:
             row = first_row(col.is_null())
-            raise ValidationError(f"{table.name}.{field.name}: row {row} is null, but the column is required")
+            raise invalid(table, field.name, f"row {row} is null, but the column is required", row)
         out.append(col)
     return pa.Table.from_arrays(out, schema=schema)

@@ -4,12 +4,18 @@ Upsert keeps what upstream Astra keeps (astra-facts §2.1): a result that alread
 ``(spectrum_pk, v_astra major.minor)`` is replaced but keeps its ``task_pk`` and ``created``; a
 spectrum or source that already exists for its natural key keeps its ``spectrum_pk`` / ``source_pk``.
 Replaced rows are removed by rewriting the files that held them, in the same commit.
+
+The same key twice in one call: ``upsert`` keeps the row given last (also across its streamed
+batches); ``write`` refuses the call with an error naming the key. Columns that reads add (flag
+booleans, summary-view joins; :func:`astra_lake.schema.views.derived_columns`) are dropped, so rows
+read from the lake can be changed and written back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,12 +24,13 @@ import pyarrow.compute as pc
 
 from astra_lake.errors import ValidationError
 from astra_lake.lake.catalog import Catalog
-from astra_lake.lake.conform import as_arrow, conform, first_row, storage_schema
+from astra_lake.lake.conform import as_arrow, conform, first_row, is_pandas, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.healpix import healpix29
 from astra_lake.lake.maintenance import compact
 from astra_lake.schema.model import Table
+from astra_lake.schema.views import derived_columns
 
 IDENTITY = {"source": "source_pk", "spectrum": "spectrum_pk", "pipeline": "task_pk", "pixel": "task_pk"}
 SOURCE_KEY_FROM = (
@@ -43,9 +50,12 @@ def source_keys(rows: pa.Table) -> pa.Array:
         candidates.append(pc.binary_join_element_wise(prefix, text, ":"))
     keys = pc.coalesce(*candidates)
     if keys.null_count:
+        row = first_row(pc.is_null(keys))
         raise ValidationError(
-            f"source: row {first_row(pc.is_null(keys))} has no sdss_id, sdss4_apogee_id, catalogid, "
-            "gaia_dr3_source_id or source_key"
+            f"source: row {row} has no sdss_id, sdss4_apogee_id, catalogid, gaia_dr3_source_id or source_key",
+            table="source",
+            column="source_key",
+            row=row,
         )
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
@@ -81,41 +91,62 @@ def _fill(rows: pa.Table, name: str, values: pa.Array | np.ndarray) -> pa.Table:
     return _set(rows, name, pc.if_else(pc.is_null(col), new, col))
 
 
+@dataclass
+class Counts:
+    """Rows one call was given and rows it stored: fewer when rows with the same key replaced each other."""
+
+    offered: int = 0
+    stored: int = 0
+
+
 class Writer:
-    """Writes into the tables of one lake (hold :meth:`Catalog.writing` around calls)."""
+    """Writes into the tables of one lake (hold :meth:`Catalog.writing` around calls).
+
+    ``counts[table]`` says what the last call on a table did. Lookups of existing keys and positions
+    read each table's key columns once per writer, then only the files written since."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self.counts: dict[str, Counts] = {}
+        self._derived: dict[str, frozenset[str]] = {}
+        self._indexes: dict[str, tuple[frozenset[str], pa.Table]] = {}
+        self._lookups: dict[tuple[tuple[str, ...], str], pa.Table] = {}
 
     # -- public ---------------------------------------------------------------------------------
     def append(self, table: str, data: Any, *, operation: str = "append") -> int:
         """Append rows in one commit; rows whose key already exists are refused (use upsert)."""
         tbl, store = self._table(table)
-        rows = self._prepare(tbl, conform(tbl, data))
+        rows = self._checked(tbl, as_arrow(data, table))
         clash = self._existing(store.paths(), rows, tbl.upsert_key)
         if clash.num_rows:
             example = {k: clash.column(k)[0].as_py() for k in tbl.upsert_key}
             raise ValidationError(f"{table}: {clash.num_rows} row(s) already exist, e.g. {example}; use upsert to replace them")
         dups = self._duplicate_keys(rows, tbl.upsert_key)
         if dups:
-            raise ValidationError(f"{table}: key {dups} appears more than once in the data")
+            raise ValidationError(f"{table}: key {dups} appears more than once in the data; write takes each key once")
         rows = self._mint(tbl, rows)
+        self.counts[table] = Counts(rows.num_rows, rows.num_rows)
         files = write_leaf_files(store, rows)
         return self._commit(store, files, [], operation, rows.num_rows)
 
     def upsert(self, table: str, data: Any, *, batch_rows: int = 250_000, operation: str = "upsert") -> int:
-        """Insert or replace rows by the table's key, in one commit, streaming ``batch_rows`` at a time."""
+        """Insert or replace rows by the table's key, in one commit, streaming ``batch_rows`` at a time.
+
+        Of rows with the same key the one given last is stored (also across batches)."""
         tbl, store = self._table(table)
         snapshot = store.files()
         live: dict[str, DataFile] = {f.path: f for f in snapshot}
         staged: dict[str, DataFile] = {}
         n_rows = 0
+        self.counts[table] = counts = Counts()
+        since = dt.datetime.now(dt.UTC)
         try:
-            for batch in _batches(data, batch_rows):
-                rows = self._prepare(tbl, conform(tbl, batch))
-                rows = _last_per_key(rows, tbl.upsert_key)
-                n_rows += rows.num_rows
-                rows, touched = self._carry_over(store, tbl, list(live.values()), rows)
+            for start, batch in _batches(data, batch_rows, table):
+                counts.offered += batch.num_rows
+                rows = _last_per_key(self._checked(tbl, batch, start), tbl.upsert_key)
+                rows, touched, again = self._carry_over(store, tbl, list(live.values()), rows, since)
+                n_rows += rows.num_rows - again  # a key given in an earlier batch of this call is stored once
+                counts.stored = n_rows
                 kept = self._rewrite_without(store, tbl, [live[p] for p in touched], rows)
                 for p in touched:
                     gone = live.pop(p)
@@ -150,6 +181,22 @@ class Writer:
             compact(self.catalog, store.table.name, min_files=min_files, tiered=True)
         return lake_version
 
+    def _paths(self, table: str) -> list[str]:
+        """The data files of a table that lookups read (its latest version)."""
+        return self.catalog.store(table).paths()
+
+    def _checked(self, tbl: Table, batch: pa.Table, start: int = 0) -> pa.Table:
+        """Validated (:func:`conform`) and prepared rows; an error's row counts from the call's first row."""
+        if tbl.name not in self._derived:
+            self._derived[tbl.name] = derived_columns(self.catalog.schema, tbl)
+        try:
+            return self._prepare(tbl, conform(tbl, batch, derived=self._derived[tbl.name]))
+        except ValidationError as exc:
+            if exc.row is None or start == 0:
+                raise
+            message = str(exc).replace(f"row {exc.row} ", f"row {exc.row + start} ", 1)
+            raise ValidationError(message, table=exc.table, column=exc.column, row=exc.row + start) from None
+
     def _prepare(self, tbl: Table, rows: pa.Table) -> pa.Table:
         """Derived columns, timestamps and sky position (from ra/dec, or from the source / spectrum)."""
         n = rows.num_rows
@@ -171,7 +218,13 @@ class Writer:
         bad = ~(np.isfinite(ra) & np.isfinite(dec))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ValidationError(f"source: row {row} has no finite ra/dec; every source needs a position (deg)")
+            column = "ra" if not np.isfinite(ra[row]) else "dec"
+            raise ValidationError(
+                f"source: row {row} has no finite ra/dec; every source needs a position (deg)",
+                table="source",
+                column=column,
+                row=row,
+            )
         return _fill(rows, "_healpix_29", healpix29(ra, dec))
 
     def _place_from_lake(self, tbl: Table, rows: pa.Table) -> pa.Table:
@@ -183,21 +236,23 @@ class Writer:
         ids = [c for c in ("spectrum_pk", "source_pk", "sdss_id") if c in rows.column_names]
         lookups = []
         if tbl.kind in ("pipeline", "pixel") and "spectrum_pk" in ids:
-            spectra = [p for t in self.catalog.schema.of_kind("spectrum") for p in self.catalog.store(t.name).paths()]
+            spectra = [p for t in self.catalog.schema.of_kind("spectrum") for p in self._paths(t.name)]
             if spectra:
-                lookups.append(("spectrum_pk", parquet_scan(spectra, "spectrum_pk, source_pk, sdss_id, _healpix_29")))
-        sources = self.catalog.store("source").paths()
+                lookups.append(("spectrum_pk", self._lookup(spectra, "spectrum_pk, source_pk, sdss_id, _healpix_29")))
+        sources = self._paths("source")
         for k in ("source_pk", "sdss_id"):
             if sources and k in ids:
-                lookups.append((k, parquet_scan(sources, "source_pk, sdss_id, _healpix_29")))
+                lookups.append((k, self._lookup(sources, "source_pk, sdss_id, _healpix_29")))
         found = pa.table({"_row": pa.array([], pa.int64())})
         if lookups:
             con = self.catalog.duck()
             con.register("incoming", rows.select(ids).append_column("_row", pa.array(np.arange(rows.num_rows))))
+            for prio, (_, table) in enumerate(lookups):
+                con.register(f"lookup_{prio}", table)
             union = " UNION ALL ".join(
-                f"SELECT {prio} AS prio, i._row, s.source_pk, s.sdss_id, s._healpix_29 FROM incoming i JOIN {scan} s "
+                f"SELECT {prio} AS prio, i._row, s.source_pk, s.sdss_id, s._healpix_29 FROM incoming i JOIN lookup_{prio} s "
                 f"ON i.{key} = s.{key} WHERE i.{key} IS NOT NULL"
-                for prio, (key, scan) in enumerate(lookups)
+                for prio, (key, _) in enumerate(lookups)
             )
             first = f"SELECT * FROM ({union}) QUALIFY row_number() OVER (PARTITION BY _row ORDER BY prio) = 1"
             found = con.sql(first).to_arrow_table()
@@ -210,7 +265,10 @@ class Writer:
             raise ValidationError(
                 f"{tbl.name}: row {i} ({given}) has no known position: write its source"
                 + (" / spectrum" if tbl.kind != "spectrum" else "")
-                + " first, or give _healpix_29"
+                + " first, or give _healpix_29",
+                table=tbl.name,
+                column=ids[0] if ids else "_healpix_29",
+                row=i,
             )
         for col in ("source_pk", "sdss_id", "_healpix_29"):
             if col not in rows.column_names:
@@ -221,10 +279,21 @@ class Writer:
                 i = first_row(clash)
                 raise ValidationError(
                     f"{tbl.name}: row {i} gives {col}={rows.column(col)[i].as_py()}, but its "
-                    f"{'spectrum' if tbl.kind != 'spectrum' else 'source'} has {col}={looked_up[i].as_py()}"
+                    f"{'spectrum' if tbl.kind != 'spectrum' else 'source'} has {col}={looked_up[i].as_py()}",
+                    table=tbl.name,
+                    column=col,
+                    row=i,
                 )
             rows = _fill(rows, col, looked_up)
         return rows
+
+    def _lookup(self, paths: list[str], columns: str) -> pa.Table:
+        """``columns`` of these files, read once per writer (positions and identities of sources/spectra)."""
+        key = (tuple(paths), columns)
+        if key not in self._lookups:
+            self._lookups = {k: v for k, v in self._lookups.items() if k[1] != columns}  # keep one version per query
+            self._lookups[key] = self.catalog.duck().sql(f"SELECT {columns} FROM {parquet_scan(paths)}").to_arrow_table()
+        return self._lookups[key]
 
     def _mint(self, tbl: Table, rows: pa.Table) -> pa.Table:
         ident = IDENTITY.get(tbl.kind)
@@ -239,7 +308,13 @@ class Writer:
             rows = _fill(rows, ident, values)
         for field in rows.schema:
             if not field.nullable and rows.column(field.name).null_count:
-                raise ValidationError(f"{tbl.name}.{field.name}: required value missing after identity/position fill")
+                row = first_row(rows.column(field.name).is_null())
+                raise ValidationError(
+                    f"{tbl.name}.{field.name}: row {row} has no value after identity/position fill",
+                    table=tbl.name,
+                    column=field.name,
+                    row=row,
+                )
         return rows
 
     def _existing(self, paths: list[str], rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
@@ -258,27 +333,53 @@ class Writer:
         dup = counts.filter(pc.greater(counts.column("count_all"), 1))
         return None if dup.num_rows == 0 else {k: dup.column(k)[0].as_py() for k in key}
 
-    def _carry_over(self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table) -> tuple[pa.Table, list[str]]:
-        """Copy identity and ``created`` from existing rows with the same key; list files that hold them."""
+    def _carry_over(
+        self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table, since: dt.datetime
+    ) -> tuple[pa.Table, list[str], int]:
+        """Copy identity and ``created`` from existing rows with the same key. Also returns the files
+        that hold those rows and how many of them were written by this call (modified after ``since``)."""
         if not files or rows.num_rows == 0:
-            return rows, []
+            return rows, [], 0
         key = list(tbl.upsert_key)
         keep = [c for c in (IDENTITY.get(tbl.kind), "created") if c is not None]
         con = self.catalog.duck()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))
-        paths = {store.abspath(f): f.path for f in files}
+        con.register("existing", self._key_index(store, tbl, files, [*key, *keep, "modified"]))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
-        scan = parquet_scan(list(paths), options="filename = true, union_by_name = true")
-        q = f"SELECT i._row, e.filename, {', '.join('e.' + c for c in keep)} FROM incoming i JOIN {scan} e ON {cond}"
-        matched = con.sql(q).to_arrow_table()
+        cols = ", ".join(f"e.{c}" for c in [*keep, "modified"])
+        matched = con.sql(f"SELECT i._row, e._file, {cols} FROM incoming i JOIN existing e ON {cond}").to_arrow_table()
         if matched.num_rows == 0:
-            return rows, []
+            return rows, [], 0
         idx = matched.column("_row").to_numpy().astype(np.int64)
         for c in keep:  # replaced rows take the stored value; new rows keep theirs (minted/filled later)
             carried = _scatter(rows.num_rows, idx, matched.column(c), rows.schema.field(c).type)
             rows = _set(rows, c, pc.coalesce(carried, rows.column(c)))
-        touched = sorted({paths[f] for f in matched.column("filename").to_pylist()})
-        return rows, touched
+        again = pc.sum(pc.greater_equal(matched.column("modified"), pa.scalar(since, matched.schema.field("modified").type)))
+        return rows, sorted(set(matched.column("_file").to_pylist())), int(again.as_py() or 0)
+
+    def _key_index(self, store: DeltaStore, tbl: Table, files: list[DataFile], columns: list[str]) -> pa.Table:
+        """``columns`` and the file (``_file``, as in :attr:`DataFile.path`) of every row in ``files``.
+        Each file is read once per writer: later calls drop the rows of files that are gone and read
+        only files not seen before (a streamed write's own new files), never the whole table again."""
+        seen, index = self._indexes.get(tbl.name, (frozenset(), None))
+        paths = frozenset(f.path for f in files)
+        if index is not None and seen - paths:
+            index = index.filter(pc.is_in(index.column("_file"), pa.array(sorted(paths))))
+        new = [f for f in files if f.path not in seen]
+        if new:
+            relative = pa.table({"filename": store.paths(new), "_file": [f.path for f in new]})
+            con = self.catalog.duck()
+            con.register("relative", relative)
+            scan = parquet_scan(
+                store.paths(new), ", ".join(columns) + ", filename", options="filename = true, union_by_name = true"
+            )
+            part = con.sql(
+                f"SELECT s.* EXCLUDE (filename), r._file FROM {scan} s JOIN relative r USING (filename)"
+            ).to_arrow_table()
+            index = part if index is None else pa.concat_tables([index, part.cast(index.schema)])
+        assert index is not None
+        self._indexes[tbl.name] = (paths, index)
+        return index
 
     def _rewrite_without(self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table) -> pa.Table:
         """Rows of ``files`` whose key is not in ``rows`` (they are written back; the files are dropped)."""
@@ -304,11 +405,28 @@ def _last_per_key(rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
     return rows if len(take) == rows.num_rows else rows.take(take)
 
 
-def _batches(data: Any, batch_rows: int) -> Iterable[pa.Table]:
-    if isinstance(data, Iterable) and not isinstance(data, dict | pa.Table | pa.RecordBatch) and not hasattr(data, "to_arrow"):
+def _batches(data: Any, batch_rows: int, table: str = "rows") -> Iterator[tuple[int, pa.Table]]:
+    """``(first row, rows)`` slices of at most ``batch_rows`` rows of one table-like or of an iterable of
+    them (Arrow record batch readers included), numbered across the whole call."""
+    start = 0
+    for part in _parts(data):
+        rows = as_arrow(part, table)
+        for i in range(0, max(rows.num_rows, 1), batch_rows):
+            yield start + i, rows.slice(i, batch_rows)
+        start += rows.num_rows
+
+
+def _parts(data: Any) -> Iterator[Any]:
+    if isinstance(data, pa.RecordBatchReader):
+        yield from data
+    elif (
+        isinstance(data, dict | pa.Table | pa.RecordBatch)
+        or is_pandas(data)
+        or hasattr(data, "to_arrow")
+        or hasattr(data, "__arrow_c_stream__")
+        or not isinstance(data, Iterable)
+    ):
+        yield data
+    else:
         for part in data:
-            yield from _batches(part, batch_rows)
-        return
-    table = as_arrow(data)
-    for start in range(0, max(table.num_rows, 1), batch_rows):
-        yield table.slice(start, batch_rows)
+            yield from _parts(part)

@@ -24,6 +24,7 @@ from astra_lake.schema.model import (
 )
 from astra_lake.schema.versions import version_to_int
 
+_NUMERIC = {"int16", "int32", "int64", "float32", "float64"}
 _TYPES = {"bool", "int16", "int32", "int64", "float32", "float64", "string", "binary", "timestamp", "list<float32>"}
 
 
@@ -86,6 +87,15 @@ def _read_yaml(path: Path) -> Any:
 def _column(raw: dict[str, Any], where: str) -> Column:
     if raw.get("type") not in _TYPES and not str(raw.get("type", "")).startswith("fixed<"):
         raise SchemaError(f"{where}: column {raw.get('name')!r} has unknown type {raw.get('type')!r}")
+    low, high = raw.get("minimum"), raw.get("maximum")
+    if low is not None or high is not None:
+        name = raw["name"]
+        if raw["type"] not in _NUMERIC:
+            raise SchemaError(f"{where}: column {name!r}: minimum/maximum need a numeric type, not {raw['type']}")
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int | float)) for v in (low, high)):
+            raise SchemaError(f"{where}: column {name!r}: minimum/maximum must be numbers, got {low!r}/{high!r}")
+        if low is not None and high is not None and low > high:
+            raise SchemaError(f"{where}: column {name!r}: minimum {low} > maximum {high}")
     return Column(
         name=raw["name"],
         type=raw["type"],
@@ -94,6 +104,8 @@ def _column(raw: dict[str, Any], where: str) -> Column:
         nullable=bool(raw.get("nullable", True)),
         fill=raw.get("fill"),
         hidden=bool(raw.get("hidden", False)),
+        minimum=low,
+        maximum=high,
     )
 
 

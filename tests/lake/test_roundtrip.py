@@ -71,7 +71,7 @@ def test_views_expose_named_flags_and_summaries(populated: Lake) -> None:
     cols = [r[0] for r in con.execute("DESCRIBE aspcap").fetchall()]
     assert "al_h_flags" in cols and "flag_al_h_bad_grid_edge" not in cols  # element flags stay integers
     assert "v_astra_major_minor" not in cols
-    from astra_lake.query.duck import view_columns
+    from astra_lake.schema.views import view_columns
 
     for table in ("aspcap", "apogee_star", "source"):  # exactly the declared columns: no Norder/Dir/Npix
         declared = view_columns(populated.catalog.schema.table(table))
