@@ -39,6 +39,11 @@ class ValidationError(AstraLakeError, ValueError):
         super().__init__(message)
         self.table, self.column, self.row = table, column, row
 
+    def renumbered(self, row: int) -> ValidationError:
+        """The same error with its row counted from elsewhere (the start of a call, of a file's HDU)."""
+        message = str(self) if self.row is None else str(self).replace(f"row {self.row} ", f"row {row} ", 1)
+        return ValidationError(message, table=self.table, column=self.column, row=row)
+
 
 class LakeNotFoundError(AstraLakeError, FileNotFoundError):
     """The path is not an astra-lake (no lake.json)."""
@@ -53,9 +58,14 @@ class CommitConflictError(AstraLakeError):
 
 
 class IngestError(AstraLakeError):
-    """A file could not be ingested; the message names the file and the reason."""
+    """A file could not be ingested; the message names the file and the reason, and ``hdu``, ``row``
+    (within that HDU) and ``column`` locate it where known."""
 
     format_guess: str = "unknown"
+
+    def __init__(self, message: str, *, hdu: int | None = None, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.hdu, self.row, self.column = hdu, row, column
 
 
 __all__ = [

@@ -116,7 +116,7 @@ class Writer:
     def append(self, table: str, data: Any, *, operation: str = "append") -> int:
         """Append rows in one commit; rows whose key already exists are refused (use upsert)."""
         tbl, store = self._table(table)
-        rows = self._checked(tbl, as_arrow(data, table))
+        rows = self._checked(tbl, as_arrow(data, table), dt.datetime.now(dt.UTC))
         clash = self._existing(store.paths(), rows, tbl.upsert_key)
         if clash.num_rows:
             example = {k: clash.column(k)[0].as_py() for k in tbl.upsert_key}
@@ -132,19 +132,20 @@ class Writer:
     def upsert(self, table: str, data: Any, *, batch_rows: int = 250_000, operation: str = "upsert") -> int:
         """Insert or replace rows by the table's key, in one commit, streaming ``batch_rows`` at a time.
 
-        Of rows with the same key the one given last is stored (also across batches)."""
+        Of rows with the same key the one given last is stored (also across batches). Every row written
+        gets the call's time as ``modified`` (and as ``created`` if it is new), however it is batched."""
         tbl, store = self._table(table)
         snapshot = store.files()
         live: dict[str, DataFile] = {f.path: f for f in snapshot}
         staged: dict[str, DataFile] = {}
         n_rows = 0
         self.counts[table] = counts = Counts()
-        since = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC)
         try:
             for start, batch in _batches(data, batch_rows, table):
                 counts.offered += batch.num_rows
-                rows = _last_per_key(self._checked(tbl, batch, start), tbl.upsert_key)
-                rows, touched, again = self._carry_over(store, tbl, list(live.values()), rows, since)
+                rows = _last_per_key(self._checked(tbl, batch, now, start), tbl.upsert_key)
+                rows, touched, again = self._carry_over(store, tbl, list(live.values()), rows, now)
                 n_rows += rows.num_rows - again  # a key given in an earlier batch of this call is stored once
                 counts.stored = n_rows
                 kept = self._rewrite_without(store, tbl, [live[p] for p in touched], rows)
@@ -185,27 +186,26 @@ class Writer:
         """The data files of a table that lookups read (its latest version)."""
         return self.catalog.store(table).paths()
 
-    def _checked(self, tbl: Table, batch: pa.Table, start: int = 0) -> pa.Table:
+    def _checked(self, tbl: Table, batch: pa.Table, now: dt.datetime, start: int = 0) -> pa.Table:
         """Validated (:func:`conform`) and prepared rows; an error's row counts from the call's first row."""
         if tbl.name not in self._derived:
             self._derived[tbl.name] = derived_columns(self.catalog.schema, tbl)
         try:
-            return self._prepare(tbl, conform(tbl, batch, derived=self._derived[tbl.name]))
+            return self._prepare(tbl, conform(tbl, batch, derived=self._derived[tbl.name]), now)
         except ValidationError as exc:
             if exc.row is None or start == 0:
                 raise
-            message = str(exc).replace(f"row {exc.row} ", f"row {exc.row + start} ", 1)
-            raise ValidationError(message, table=exc.table, column=exc.column, row=exc.row + start) from None
+            raise exc.renumbered(exc.row + start) from None
 
-    def _prepare(self, tbl: Table, rows: pa.Table) -> pa.Table:
-        """Derived columns, timestamps and sky position (from ra/dec, or from the source / spectrum)."""
+    def _prepare(self, tbl: Table, rows: pa.Table, now: dt.datetime) -> pa.Table:
+        """Derived columns, timestamps (``now``) and sky position (from ra/dec, or from the source / spectrum)."""
         n = rows.num_rows
-        now = pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC"))
+        stamp = pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")), pa.timestamp("us", tz="UTC"))
         if "v_astra_major_minor" in rows.column_names:
             mm = pc.divide(rows.column("v_astra"), 1000)
             rows = _fill(rows, "v_astra_major_minor", mm.to_numpy(zero_copy_only=False) if n else np.empty(0, np.int32))
-        rows = _set(rows, "modified", now)
-        rows = _fill(rows, "created", now)
+        rows = _set(rows, "modified", stamp)
+        rows = _fill(rows, "created", stamp)
         if tbl.kind == "log":
             return _fill(rows, "_healpix_29", np.zeros(n, dtype=np.int64))
         if tbl.kind == "source":
@@ -337,7 +337,7 @@ class Writer:
         self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table, since: dt.datetime
     ) -> tuple[pa.Table, list[str], int]:
         """Copy identity and ``created`` from existing rows with the same key. Also returns the files
-        that hold those rows and how many of them were written by this call (modified after ``since``)."""
+        that hold those rows and how many of them this call wrote (modified at ``since``, the call's time)."""
         if not files or rows.num_rows == 0:
             return rows, [], 0
         key = list(tbl.upsert_key)
