@@ -12,8 +12,9 @@ from astra_lake.api import Lake
 from astra_lake.cli._common import console, fail
 from astra_lake.cli.lake_cmd import LakeOption, resolve_lake
 from astra_lake.errors import IngestError
+from astra_lake.ingest.inputs import SUFFIXES, scan_inputs
 from astra_lake.ingest.reader import FORMATS
-from astra_lake.ingest.runner import Ingestor, find_files
+from astra_lake.ingest.runner import Ingestor
 
 
 def ingest(
@@ -22,19 +23,27 @@ def ingest(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Reader processes")] = 1,
     fmt: Annotated[str | None, typer.Option("--format", help=f"Force a format: {', '.join(FORMATS)}")] = None,
     batch_files: Annotated[int, typer.Option(help="Files per commit batch (bounds memory)")] = 64,
+    create: Annotated[bool, typer.Option("--create", help="Create the lake if the path is not one yet")] = False,
 ) -> None:
-    """Read apStar, apVisit, BOSS spec, mwmStar, mwmVisit and astraAllStar files into the lake.
+    """Read apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar/Visit and mwmAllStar/Visit files into the lake.
 
-    Exit code 1 when any file failed (see the ingest_errors table); nothing of a failed file is written.
+    Exit code 0: every file was ingested (or unchanged); 1: some file failed (each is one row of the
+    ingest_errors table, naming file, HDU, row and column; nothing of it was written); 2: nothing was
+    done: unknown --format, a path that does not exist, no FITS files found, or a lake path that is
+    not a lake (give --create to make one).
     """
     if fmt is not None and fmt not in FORMATS:
         fail(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    path, _ = resolve_lake(lake)
-    lk = Lake.init(path)
+    path, origin = resolve_lake(lake)
+    if not (path / "lake.json").exists() and not create:
+        fail(f"{path} (from {origin}) is not an astra-lake (no lake.json); give --create to create it, or --lake another path")
     try:
-        files = find_files(paths)
+        inputs = scan_inputs(paths)
     except IngestError as exc:
         fail(str(exc))
+    if not inputs.files and not inputs.problems:
+        fail(f"no FITS files ({', '.join('*' + s for s in SUFFIXES)}) under {', '.join(map(str, paths))}")
+    lk = Lake.init(path) if create else Lake(path)
     spectra = [0]
     with Progress(
         TextColumn("[bold]ingest"),
@@ -45,7 +54,7 @@ def ingest(
         console=console,
         transient=False,
     ) as bar:
-        task = bar.add_task("files", total=len(files), rate="")
+        task = bar.add_task("files", total=len(inputs.files), rate="")
 
         def tick(n_files: int, n_spectra: int) -> None:
             spectra[0] += n_spectra
@@ -53,10 +62,14 @@ def ingest(
             done = bar.tasks[0].completed + n_files
             bar.update(task, advance=n_files, rate=f"{done / elapsed:.1f} files/s, {spectra[0] / elapsed:.1f} spectra/s")
 
-        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files).run(files, tick)
+        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files).run(
+            inputs.files, tick, problems=inputs.problems
+        )
     console.print(f"files read {summary.read}, skipped {summary.skipped}, failed {summary.failed} in {summary.seconds:.1f} s")
+    replaced = summary.replaced
     for t, n in sorted(summary.rows.items()):
-        console.print(f"  {t}: {n:,} rows")
+        note = f" ({replaced[t]:,} more rows replaced by later rows with the same key)" if t in replaced else ""
+        console.print(f"  {t}: {n:,} rows stored{note}")
     for e in summary.errors:
         console.print(f"  [red]failed[/] {e}", highlight=False)
     if summary.failed:

@@ -78,6 +78,7 @@ def _source(ext: Extracted, hdr: fits.Header, path: str) -> str:
             "k_mag": finite_or_none(hdr.get("K")),
             "e_k_mag": finite_or_none(hdr.get("K_ERR")),
         },
+        hdu=0,
     )
     return key
 
@@ -150,6 +151,8 @@ def read_apstar(hdul: fits.HDUList, path: str) -> Extracted:
             "n_components": hdr.get("N_COMP"),
         }
         | _cards(hdr, APSTAR_CARDS),
+        hdu=1,
+        hdu_row=0,
     )
     for i, row in enumerate(visit_rows):
         sfile = str(hdr.get(f"SFILE{i + 1}") or "")
@@ -168,6 +171,8 @@ def read_apstar(hdul: fits.HDUList, path: str) -> Extracted:
                 "mjd": int(m.group("mjd")) if m else (mjds[i] if i < len(mjds) else None),
                 "fiber": int(hdr.get(f"FIBER{i + 1}", m.group("fiber") if m else -1)),
             },
+            hdu=1,
+            hdu_row=row,
         )
     return ext
 
@@ -212,5 +217,5 @@ def read_apvisit(hdul: fits.HDUList, path: str) -> Extracted:
         "pixel_flags": np.r_[mask[::-1, ::-1].reshape(-1).astype(np.int32), np.zeros(pad, np.int32)],
         SOURCE_REF: key,
     } | _cards(hdr, APVISIT_CARDS)
-    ext.add("apogee_visit", row)
+    ext.add("apogee_visit", row, hdu=1)
     return ext

@@ -1,4 +1,4 @@
-"""BOSS spec / specFull / spec-lite, mwmStar / mwmVisit and astraAllStar<Pipeline> readers."""
+"""BOSS spec / specFull / spec-lite and mwmStar / mwmVisit readers; the format of any supported file."""
 
 from __future__ import annotations
 
@@ -10,26 +10,11 @@ from astropy.io import fits
 
 from astra_lake.errors import IngestError
 from astra_lake.ingest.extract import SOURCE_REF, SPECTRUM_REF, Extracted, finite_or_none, require_position
-from astra_lake.schema.flags import from_signed32
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.versions import version_to_int
 
 BOSS_NPIX = 4648
 MWM_HDUS = {"BOSS/APO": "boss", "BOSS/LCO": "boss", "APOGEE/APO": "apogee", "APOGEE/LCO": "apogee"}
-PIPELINES = {
-    "ASPCAP": "aspcap",
-    "ApogeeNet": "apogeenet",
-    "AstroNN": "astronn",
-    "AstroNNdist": "astronn_dist",
-    "BossNet": "bossnet",
-    "ThePayne": "the_payne",
-    "TheCannon": "the_cannon",
-    "Slam": "slam",
-    "SnowWhite": "snow_white",
-    "MDwarfType": "mdwarftype",
-    "Corv": "corv",
-    "LineForest": "line_forest",
-}
 
 
 def _col(table: Any, *names: str) -> np.ndarray | None:
@@ -91,6 +76,8 @@ def read_boss_spec(hdul: fits.HDUList, path: str) -> Extracted:
             "dec": dec,
             "catalogid": None if catalogid in (None, -1, 0) else catalogid,
         },
+        hdu=2 if spall is not None else 0,
+        hdu_row=0 if spall is not None else None,
     )
     f = np.asarray(flux, dtype=np.float32)
     iv = np.asarray(ivar, dtype=np.float32).copy()
@@ -142,6 +129,7 @@ def read_boss_spec(hdul: fits.HDUList, path: str) -> Extracted:
             ],
             SOURCE_REF: key,
         },
+        hdu=1,
     )
     return ext
 
@@ -165,7 +153,7 @@ def _source_from_primary(ext: Extracted, hdr: fits.Header, path: str) -> str:
         name = aliases.get(card.lower(), card.lower())
         if name in source_cols and name not in row and value not in ("NaN", ""):
             row[name] = value
-    ext.add("source", row)
+    ext.add("source", row, hdu=0)
     return key
 
 
@@ -207,25 +195,28 @@ def read_mwm(hdul: fits.HDUList, path: str, kind: str) -> Extracted:
     ext = Extracted(path, kind)
     key = _source_from_primary(ext, hdul[0].header, path)
     v_astra = version_to_int(str(hdul[0].header.get("V_ASTRA", "0.0.0")))
-    for hdu in hdul[1:]:
+    for index, hdu in enumerate(hdul):
         instrument = MWM_HDUS.get(hdu.name)
         if instrument is None or hdu.header.get("NAXIS2", 0) == 0:
             continue
         table = f"{instrument}_combined" if kind == "mwmStar" else f"{instrument}_rest_frame_visit"
         for i, row in enumerate(_table_rows(hdu.data, table, {"v_astra": v_astra, SOURCE_REF: key}, path)):
             row.setdefault("sdss_id", int(key.split(":")[1]))
-            ext.add(table, row)
-            _add_nmf_model(ext, hdu.data, i, table, f"model_{instrument}", row, path)
+            ext.add(table, row, hdu=index, hdu_row=i)
+            _add_nmf_model(ext, hdu.data, (index, i), table, f"model_{instrument}", row, path)
     return ext
 
 
 NMF = "nmf_rectify"
 
 
-def _add_nmf_model(ext: Extracted, data: Any, i: int, table: str, model_table: str, spectrum: dict[str, Any], path: str) -> None:
-    """The NMF continuum (and, in mwmStar, the rectified model) of a row, as an ``nmf_rectify`` result
-    with its model spectrum in ``model_<instrument>`` (linked to that result's task_pk on ingest).
-    Rows whose continuum is absent or entirely non-finite have no model."""
+def _add_nmf_model(
+    ext: Extracted, data: Any, at: tuple[int, int], table: str, model_table: str, spectrum: dict[str, Any], path: str
+) -> None:
+    """The NMF continuum (and, in mwmStar, the rectified model) of row ``at`` = (HDU, row), as an
+    ``nmf_rectify`` result with its model spectrum in ``model_<instrument>`` (linked to that result's
+    task_pk on ingest). Rows whose continuum is absent or entirely non-finite have no model."""
+    hdu, i = at
     continuum = _col(data, "continuum")
     if continuum is None or not np.isfinite(continuum[i]).any():
         return
@@ -248,57 +239,21 @@ def _add_nmf_model(ext: Extracted, data: Any, i: int, table: str, model_table: s
             "nmf_flags": 0 if flags is None else int(flags[i]),
             **ref,
         },
+        hdu=hdu,
+        hdu_row=i,
     )
-    ext.add(model_table, {"pipeline": NMF, "v_astra": spectrum["v_astra"], **arrays, **ref})
-
-
-SUMMARY_SPECTRA = {"astraAllStar": ("boss_combined", "apogee_star"), "astraAllVisit": ("boss_visit", "apogee_visit")}
-
-
-def read_astra_summary(hdul: fits.HDUList, path: str, kind: str = "astraAllStar") -> Extracted:
-    """astraAllStar / astraAllVisit<Pipeline>: HDU1 BOSS and HDU2 APOGEE rows -> source, spectrum
-    (coadds or visits) and result rows; results are linked to their spectrum by its natural key."""
-    hdr = hdul[0].header
-    pipeline = PIPELINES.get(str(hdr.get("PIPELINE", "")).strip())
-    if pipeline is None:
-        raise IngestError(f"{path}: PIPELINE={hdr.get('PIPELINE')!r} is not one of {', '.join(PIPELINES)}")
-    v_astra = version_to_int(str(hdr.get("V_ASTRA", "0.0.0")))
-    schema = load_schema()
-    ext = Extracted(path, f"{kind}{hdr.get('PIPELINE')}")
-    source_cols = schema.table("source")
-    signed32 = {fc.name for fc in source_cols.flag_columns if fc.signed32_source}
-    for hdu, spectrum_table in zip((1, 2), SUMMARY_SPECTRA[kind], strict=True):
-        if len(hdul) <= hdu or hdul[hdu].header.get("NAXIS2", 0) == 0:
-            continue
-        data = hdul[hdu].data
-        srcs = _table_rows(data, "source", {}, path)
-        uses_version = "v_astra" in schema.table(spectrum_table).column_names
-        specs = _table_rows(data, spectrum_table, {"v_astra": v_astra} if uses_version else {}, path)
-        results = _table_rows(data, pipeline, {}, path)
-        natural = schema.table(spectrum_table).upsert_key
-        for s, sp, r in zip(srcs, specs, results, strict=True):
-            for c in signed32 & set(s):
-                s[c] = int(from_signed32([int(s[c])])[0])
-            if s.get("sdss_id") in (None, -1):
-                raise IngestError(f"{path}: HDU {hdu} has a row without sdss_id")
-            key = f"sdss_id:{int(s['sdss_id'])}"
-            ext.add("source", s | {"source_key": key})
-            ext.add(spectrum_table, sp | {SOURCE_REF: key, "sdss_id": int(s["sdss_id"])})
-            r["v_astra"] = v_astra
-            ext.add(
-                pipeline,
-                r | {SPECTRUM_REF: spectrum_table, **{f"_sk_{k}": (sp | {"sdss_id": int(s["sdss_id"])}).get(k) for k in natural}},
-            )
-    return ext
+    ext.add(model_table, {"pipeline": NMF, "v_astra": spectrum["v_astra"], **arrays, **ref}, hdu=hdu, hdu_row=i)
 
 
 def detect(hdul: fits.HDUList) -> str:
     """The format of an open FITS file, from its header and HDU structure (never its name)."""
     hdr = hdul[0].header
     names = [h.name for h in hdul]
-    if "PIPELINE" in hdr and len(hdul) >= 2 and isinstance(hdul[1], fits.BinTableHDU):
-        cols = {c.lower() for h in hdul[1:] if isinstance(h, fits.BinTableHDU) for c in h.columns.names}
-        return "astraAllStar" if "min_mjd" in cols or "n_visits" in cols else "astraAllVisit"
+    tables = [h for h in hdul[1:3] if isinstance(h, fits.BinTableHDU)]
+    cols = {c.lower() for h in tables for c in h.columns.names}
+    per_star = "min_mjd" in cols or "n_visits" in cols
+    if "PIPELINE" in hdr and tables:
+        return "astraAllStar" if per_star else "astraAllVisit"
     mwm = [h for h in hdul[1:] if h.name in MWM_HDUS]
     if mwm:
         cols = {c.lower() for h in mwm if isinstance(h, fits.BinTableHDU) for c in h.columns.names}
@@ -309,4 +264,7 @@ def detect(hdul: fits.HDUList) -> str:
         return "apStar"
     if "FIBERID" in hdr and "PLATE" in hdr and "MJD5" in hdr:
         return "apVisit"
-    raise IngestError("unknown layout: not apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar or astraAllVisit")
+    if len(tables) == 2 and "sdss_id" in cols and "V_ASTRA" in hdr:
+        return "mwmAllStar" if per_star else "mwmAllVisit"
+    known = "apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar, astraAllVisit, mwmAllStar or mwmAllVisit"
+    raise IngestError(f"unknown layout: not {known}")

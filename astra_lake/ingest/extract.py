@@ -19,21 +19,44 @@ SPECTRUM_REF = "_spectrum_ref"  # on result rows: "<spectrum table>" whose natur
 
 @dataclass
 class Extracted:
-    """Rows one file gives, per table (``source`` first), before identities are resolved."""
+    """Rows one file gives, per table (``source`` first), before identities are resolved, with the
+    HDU and row within it that each row came from (row None: the whole HDU or its header)."""
 
     path: str
     format: str
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    origins: dict[str, list[tuple[int, int | None]]] = field(default_factory=dict)
+    arrays: dict[str, pa.Table] = field(default_factory=dict)
 
-    def add(self, table: str, row: dict[str, Any]) -> None:
+    def add(self, table: str, row: dict[str, Any], hdu: int = 0, hdu_row: int | None = None) -> None:
         self.tables.setdefault(table, []).append(row)
+        self.origins.setdefault(table, []).append((hdu, hdu_row))
+
+    def freeze(self) -> Extracted:
+        """Convert every table's rows to Arrow (in the reader's process; the dicts are dropped)."""
+        for table, rows in self.tables.items():
+            try:
+                self.arrays[table] = rows_to_arrow(table, rows, self.path)
+            except IngestError as exc:
+                hdu, row = self.origin(table, exc.row)
+                raise IngestError(str(exc), hdu=hdu, row=row, column=exc.column) from None
+        self.tables = {}
+        return self
 
     def arrow(self, table: str) -> pa.Table:
+        if table in self.arrays:
+            return self.arrays[table]
         return rows_to_arrow(table, self.tables.get(table, []), self.path)
+
+    def origin(self, table: str, row: int | None) -> tuple[int | None, int | None]:
+        """(HDU, row within it) of a table's row."""
+        if row is None or row >= len(self.origins.get(table, [])):
+            return None, None
+        return self.origins[table][row]
 
     @property
     def counts(self) -> dict[str, int]:
-        return {t: len(r) for t, r in self.tables.items()}
+        return {t: len(r) for t, r in self.tables.items()} | {t: a.num_rows for t, a in self.arrays.items()}
 
 
 def rows_to_arrow(table: str, rows: list[dict[str, Any]], path: str = "") -> pa.Table:
@@ -46,21 +69,32 @@ def rows_to_arrow(table: str, rows: list[dict[str, Any]], path: str = "") -> pa.
         typ = schema.field(name).type
         values = [r.get(name) for r in rows]
         try:
-            if pa.types.is_list(typ):
-                cols[name] = pa.array(
-                    [None if v is None else np.asarray(v, dtype=typ.value_type.to_pandas_dtype()) for v in values], typ
-                )
-            elif pa.types.is_timestamp(typ):
-                cols[name] = pa.array([_timestamp(v) for v in values], typ)
-            elif pa.types.is_binary(typ):
-                cols[name] = pa.array([None if v is None else bytes(v) for v in values], typ)
-            else:
-                cols[name] = pa.array([_scalar(v) for v in values], typ)
+            cols[name] = _column(typ, values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            raise IngestError(f"{path}: {table}.{name}: cannot store value as {typ}: {exc}") from None
+            row = next((i for i, v in enumerate(values) if not _converts(typ, v)), None)
+            at = f" row {row}" if row is not None else ""
+            raise IngestError(f"{path}: {table}.{name}{at}: cannot store value as {typ}: {exc}", row=row, column=name) from None
     for ref in refs:
         cols[ref] = pa.array([_scalar(r.get(ref)) for r in rows])
     return pa.table(cols) if cols else pa.table({})
+
+
+def _column(typ: pa.DataType, values: list[Any]) -> pa.Array:
+    if pa.types.is_list(typ):
+        return pa.array([None if v is None else np.asarray(v, dtype=typ.value_type.to_pandas_dtype()) for v in values], typ)
+    if pa.types.is_timestamp(typ):
+        return pa.array([parse_timestamp(v) for v in values], typ)
+    if pa.types.is_binary(typ):
+        return pa.array([None if v is None else bytes(v) for v in values], typ)
+    return pa.array([_scalar(v) for v in values], typ)
+
+
+def _converts(typ: pa.DataType, value: Any) -> bool:
+    try:
+        _column(typ, [value])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _scalar(v: Any) -> Any:
@@ -73,7 +107,7 @@ def _scalar(v: Any) -> Any:
     return v
 
 
-def _timestamp(v: Any) -> dt.datetime | None:
+def parse_timestamp(v: Any) -> dt.datetime | None:
     """FITS dates arrive as ISO strings (or empty); unparsable ones become null."""
     if v is None or isinstance(v, dt.datetime):
         return v

@@ -3,72 +3,161 @@
 Per batch of files: sources are upserted by ``source_key``, spectra get their ``source_pk`` and are
 upserted by their natural key, results get their ``spectrum_pk`` and are upserted by
 ``(spectrum_pk, v_astra major.minor)``; then the files are recorded in ``ingest_files``. A file whose
-path, size and content are unchanged is skipped, so re-ingesting adds nothing. A file that fails is
-recorded in ``ingest_errors`` with a one-line reason and contributes nothing.
+path, size and content are unchanged is skipped, so re-ingesting adds nothing.
+
+A failure stays inside its file. Whatever goes wrong reading a file, or writing its rows (a value
+outside its range, an identity that contradicts the lake), becomes one ``ingest_errors`` row naming the
+file, HDU, row and column, and nothing of that file is written: a batch's tables are staged and
+committed only when every table of the batch was written (:mod:`astra_lake.ingest.staging`); a file
+that makes a table fail is taken out and the batch staged again. Summary files (astraAll*, mwmAll*)
+stream into the lake column by column, each file a batch of its own.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from astra_lake.errors import IngestError
+from astra_lake.errors import IngestError, ValidationError
 from astra_lake.ingest.extract import SOURCE_REF, SPECTRUM_REF, Extracted, rows_to_arrow
+from astra_lake.ingest.inputs import Problem, find_files, scan_inputs
 from astra_lake.ingest.reader import FileId, file_id, read_file
+from astra_lake.ingest.staging import StagingWriter
+from astra_lake.ingest.summary import SummaryFile, parts
 from astra_lake.lake.catalog import Catalog
+from astra_lake.lake.conform import storage_schema
 from astra_lake.lake.hats import write_sidecars
-from astra_lake.lake.writer import Writer, parquet_scan
+from astra_lake.lake.writer import Counts, parquet_scan
 
-SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
+__all__ = ["Failure", "Ingestor", "Summary", "find_files", "scan_inputs"]
+
+RECORDS = ("ingest_files", "ingest_errors")  # bookkeeping tables, not counted as rows ingested
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a file was not ingested, and where in it (HDU, row within that HDU, column) when known."""
+
+    path: str
+    format: str
+    error: str
+    hdu: int | None = None
+    row: int | None = None
+    column: str | None = None
+
+    @classmethod
+    def of(cls, path: str, fmt: str, exc: Exception, hdu: int | None = None, row: int | None = None) -> Failure:
+        """A one-line failure from a reader or writer error; ``hdu``/``row`` locate a writer's row."""
+        if isinstance(exc, IngestError):
+            hdu, row = exc.hdu if exc.hdu is not None else hdu, exc.row if exc.row is not None else row
+        column = getattr(exc, "column", None)
+        if isinstance(exc, ValidationError) and exc.row is not None and row is not None:
+            exc = exc.renumbered(row)
+        text = " ".join(str(exc).split())
+        where = ", ".join(
+            part for part in (f"HDU {hdu}" if hdu is not None else "", f"row {row}" if row is not None else "") if part
+        )
+        if not text.startswith(path):
+            text = f"{path}: {where + ': ' if where else ''}{text}"
+        return cls(path, fmt, text, hdu, row, column)
 
 
 @dataclass
 class Summary:
-    """What an ingest run did."""
+    """What an ingest run did. ``rows`` counts rows stored per table; ``offered`` rows the files gave
+    (more where rows with the same key replaced each other within a batch)."""
 
     read: int = 0
     skipped: int = 0
     failed: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    offered: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add_rows(self, counts: dict[str, int]) -> None:
-        for t, n in counts.items():
-            self.rows[t] = self.rows.get(t, 0) + n
+    def add(self, counts: dict[str, Counts]) -> None:
+        for t, c in counts.items():
+            if t not in RECORDS:
+                self.rows[t] = self.rows.get(t, 0) + c.stored
+                self.offered[t] = self.offered.get(t, 0) + c.offered
+
+    @property
+    def replaced(self) -> dict[str, int]:
+        """Rows per table that a later row with the same key replaced within a batch."""
+        return {t: self.offered[t] - n for t, n in self.rows.items() if self.offered.get(t, n) > n}
+
+    def fail(self, failure: Failure) -> None:
+        self.failed += 1
+        self.errors.append(failure.error)
 
 
-def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """FITS files under the given files/folders, sorted, absolute."""
-    out: list[str] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += [str(f.resolve()) for f in sorted(p.rglob("*")) if f.is_file() and f.name.lower().endswith(SUFFIXES)]
-        elif p.exists():
-            out.append(str(p.resolve()))
-        else:
-            raise IngestError(f"{p}: no such file or directory")
-    return sorted(dict.fromkeys(out))
+Read = tuple[FileId | None, Extracted | SummaryFile | None, Failure | None]
 
 
-def _work(args: tuple[str, str | None]) -> tuple[FileId | None, Extracted | None, str | None, str]:
+def _work(args: tuple[str, str | None]) -> Read:
     path, fmt = args
     try:
         fid = file_id(path)
-    except OSError as exc:
-        return None, None, f"{path}: cannot read file: {exc}", fmt or "unknown"
+    except (OSError, IngestError) as exc:
+        return None, None, Failure.of(path, fmt or "unknown", exc)
     try:
-        return fid, read_file(path, fmt), None, fmt or "unknown"
+        return fid, read_file(path, fmt), None
     except IngestError as exc:
-        return fid, None, str(exc), exc.format_guess
+        return fid, None, Failure.of(path, exc.format_guess, exc)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this reader when the ingest process ends, even by SIGKILL (Linux asks the
+    kernel; elsewhere a thread notices that the parent is gone within a second)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+@dataclass
+class _Rows:
+    """One table's rows of a batch of files, and which file each run of rows came from."""
+
+    table: str
+    data: pa.Table
+    spans: list[tuple[int, int, int]]  # (file index in the batch, first row, rows)
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(file index, row within that file's rows of this table)."""
+        for index, first, n in self.spans:
+            if first <= row < first + n:
+                return index, row - first
+        raise LookupError(row)
+
+
+class _FileFailed(Exception):
+    def __init__(self, index: int, failure: Failure) -> None:
+        super().__init__(failure.error)
+        self.index, self.failure = index, failure
 
 
 class Ingestor:
@@ -88,9 +177,16 @@ class Ingestor:
         rows = self.catalog.duck().execute(f"SELECT path, size, mtime, sha256 FROM {parquet_scan(paths)}").fetchall()
         return {p: (s, m, h) for p, s, m, h in rows}
 
-    def run(self, files: list[str], progress: Callable[[int, int], None] | None = None) -> Summary:
+    def run(
+        self, files: list[str], progress: Callable[[int, int], None] | None = None, *, problems: list[Problem] | None = None
+    ) -> Summary:
+        """Ingest ``files``; ``problems`` (paths that could not be read, from :func:`scan_inputs`) are
+        recorded as failures too."""
         summary = Summary()
         t0 = time.perf_counter()
+        failures = [Failure(p.path, "unknown", f"{p.path}: {p.reason}") for p in problems or []]
+        for f in failures:
+            summary.fail(f)
         known = self.known_files()
         todo = []
         for path in files:
@@ -102,20 +198,26 @@ class Ingestor:
             else:
                 todo.append(path)
         batch: list[tuple[FileId, Extracted]] = []
-        failures: list[tuple[str, str, str]] = []
-        for fid, ext, err, guess in self._read_all(todo):
-            if err is not None or ext is None or fid is None:
-                summary.failed += 1
-                summary.errors.append(err or "unknown error")
-                failures.append(((fid.path if fid else err.split(":")[0]) if err else "", guess, err or ""))
+        for fid, content, failure in self._read_all(todo):
+            if failure is not None or content is None or fid is None:
+                failure = failure or Failure("?", "unknown", "unknown error")
+                summary.fail(failure)
+                failures.append(failure)
             elif fid.path in known and known[fid.path][2] == fid.sha256:
                 summary.skipped += 1  # touched but unchanged content
-                batch.append((fid, Extracted(fid.path, ext.format)))
+                batch.append((fid, Extracted(fid.path, content.format)))
+            elif isinstance(content, SummaryFile):
+                failure = self._summary_file(fid, content, summary)
+                if failure is not None:
+                    summary.fail(failure)
+                    failures.append(failure)
             else:
-                batch.append((fid, ext))
+                batch.append((fid, content))
                 summary.read += 1
             if progress:
-                progress(1, sum(n for t, n in (ext.counts.items() if ext else []) if t != "source"))
+                progress(
+                    1, sum(n for t, n in (content.counts.items() if isinstance(content, Extracted) else []) if t != "source")
+                )
             if len(batch) >= self.batch_files:
                 self._flush(batch, failures, summary)
                 batch, failures = [], []
@@ -123,62 +225,129 @@ class Ingestor:
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    def _read_all(self, files: list[str]) -> Iterator[tuple[FileId | None, Extracted | None, str | None, str]]:
+    def _read_all(self, files: list[str]) -> Iterator[Read]:
         args = [(f, self.fmt) for f in files]
         if self.workers == 1 or len(files) < 2:
             yield from map(_work, args)
             return
-        with ProcessPoolExecutor(self.workers) as pool:
+        with ProcessPoolExecutor(self.workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             yield from pool.map(_work, args, chunksize=4)
 
-    # -- writing one batch ---------------------------------------------------------------------
-    def _flush(self, batch: list[tuple[FileId, Extracted]], failures: list[tuple[str, str, str]], summary: Summary) -> None:
-        if not batch and not failures:
-            return
+    # -- per-spectrum files: a batch of files, staged together ----------------------------------
+    def _flush(self, batch: list[tuple[FileId, Extracted]], failures: list[Failure], summary: Summary) -> None:
+        """Write a batch of files and the failures so far. A file whose rows fail is taken out and the
+        rest staged again; a failure no row ties to one file is found by writing the files one by one."""
+        batch = list(batch)
+        while batch or failures:
+            try:
+                self._commit_batch(batch, failures, summary)
+                return
+            except _FileFailed as exc:
+                batch.pop(exc.index)
+                failure = exc.failure
+            except (ValidationError, IngestError) as exc:
+                if len(batch) > 1:
+                    for item in batch[1:]:
+                        self._flush([item], [], summary)
+                    del batch[1:]
+                    continue
+                fid, ext = batch.pop()
+                failure = Failure.of(fid.path, ext.format, exc)
+            summary.read -= 1
+            summary.fail(failure)
+            failures.append(failure)
+
+    def _commit_batch(self, batch: list[tuple[FileId, Extracted]], failures: list[Failure], summary: Summary) -> None:
         with self.catalog.writing():
-            writer = Writer(self.catalog)
-            touched: set[str] = set()
-            tables: dict[str, list[dict[str, Any]]] = {}
-            for _, ext in batch:
-                for t, rows in ext.tables.items():
-                    tables.setdefault(t, []).extend(rows)
-            if tables.get("source"):
-                writer.upsert("source", rows_to_arrow("source", tables.pop("source")))
-                touched.add("source")
-            schema = self.catalog.schema
-            for t in [t for t in tables if schema.table(t).kind == "spectrum"]:
-                rows = self._link_sources(rows_to_arrow(t, tables.pop(t)))
-                writer.upsert(t, rows)
-                touched.add(t)
-            for t in sorted(tables, key=lambda t: schema.table(t).kind == "pixel"):  # results before their models
-                rows = self._link_spectra(rows_to_arrow(t, tables.pop(t)))
-                if schema.table(t).kind == "pixel":
-                    rows = self._link_results(rows)
-                writer.upsert(t, rows)
-                touched.add(t)
-            for _, ext in batch:
-                summary.add_rows(ext.counts)
-            if batch:
-                record = [
-                    {
-                        "path": f.path,
-                        "size": f.size,
-                        "mtime": f.mtime,
-                        "sha256": f.sha256,
-                        "format": e.format,
-                        "rows": json.dumps(e.counts),
-                    }
-                    for f, e in batch
-                ]
-                writer.upsert("ingest_files", rows_to_arrow("ingest_files", record))
-                touched.add("ingest_files")
-            if failures:
-                attempts = self._attempts([p for p, _, _ in failures])
-                errs = [{"path": p, "format": g, "error": e, "attempt": attempts[p]} for p, g, e in failures]
-                writer.upsert("ingest_errors", rows_to_arrow("ingest_errors", errs))
-                touched.add("ingest_errors")
+            stage = StagingWriter(self.catalog)
+            try:
+                self._stage(stage, batch)
+                self._record(stage, batch, failures)
+                touched = stage.commit()
+            except BaseException:
+                stage.discard()
+                raise
             for t in touched:
                 write_sidecars(self.catalog.store(t))
+        summary.add(stage.counts)
+
+    def _record(self, stage: StagingWriter, batch: list[tuple[FileId, Extracted]], failures: list[Failure]) -> None:
+        if batch:
+            record = [
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "mtime": f.mtime,
+                    "sha256": f.sha256,
+                    "format": e.format,
+                    "rows": json.dumps(e.counts),
+                }
+                for f, e in batch
+            ]
+            stage.upsert("ingest_files", rows_to_arrow("ingest_files", record))
+        if failures:
+            attempts = self._attempts([f.path for f in failures])
+            rows = [
+                {
+                    "path": f.path,
+                    "format": f.format,
+                    "error": f.error,
+                    "attempt": attempts[f.path],
+                    "hdu": f.hdu,
+                    "hdu_row": f.row,
+                    "column_name": f.column,
+                }
+                for f in failures
+            ]
+            stage.upsert("ingest_errors", rows_to_arrow("ingest_errors", rows))
+
+    def _stage(self, stage: StagingWriter, batch: list[tuple[FileId, Extracted]]) -> None:
+        """Sources, then spectra, then results, then model spectra of every file in the batch."""
+        schema = self.catalog.schema
+        tables = [t for t in dict.fromkeys(t for _, e in batch for t in e.arrays) if t in schema.tables]
+        order = {"source": 0, "spectrum": 1, "pipeline": 2, "pixel": 3}
+        for t in sorted(tables, key=lambda t: order[schema.table(t).kind]):
+            rows = self._rows(batch, t)
+            kind = schema.table(t).kind
+            try:
+                data = rows.data
+                if kind == "spectrum":
+                    data = self._link_sources(stage, data)
+                elif kind in ("pipeline", "pixel"):
+                    data = self._link_spectra(stage, data)
+                    if kind == "pixel":
+                        data = self._link_results(stage, data)
+                stage.upsert(t, data.drop_columns(["_order"]))
+            except (ValidationError, IngestError) as exc:
+                raise self._blame(batch, rows, exc) from None
+
+    @staticmethod
+    def _rows(batch: list[tuple[FileId, Extracted]], table: str) -> _Rows:
+        parts, spans, first = [], [], 0
+        for index, (_, ext) in enumerate(batch):
+            if table in ext.arrays and ext.arrays[table].num_rows:
+                part = ext.arrays[table]
+                parts.append(part)
+                spans.append((index, first, part.num_rows))
+                first += part.num_rows
+        data = pa.concat_tables(parts, promote_options="default")
+        return _Rows(table, data.append_column("_order", pa.array(np.arange(data.num_rows))), spans)
+
+    @staticmethod
+    def _blame(batch: list[tuple[FileId, Extracted]], rows: _Rows, exc: Exception) -> Exception:
+        """The file a table's failure belongs to, located to its HDU and row (or the error as it is
+        when no row says which file: then the batch is retried file by file)."""
+        row = getattr(exc, "row", None)
+        if row is None:
+            if len(rows.spans) == 1:
+                index = rows.spans[0][0]
+                fid, ext = batch[index]
+                return _FileFailed(index, Failure.of(fid.path, ext.format, exc))
+            return exc
+        index, local = rows.locate(row)
+        fid, ext = batch[index]
+        hdu, hdu_row = ext.origin(rows.table, local)
+        return _FileFailed(index, Failure.of(fid.path, ext.format, exc, hdu, hdu_row))
 
     def _attempts(self, paths: list[str]) -> dict[str, int]:
         store = self.catalog.store("ingest_errors")
@@ -191,58 +360,170 @@ class Ingestor:
                 prev[p] = n
         return {p: prev.get(p, 0) + 1 for p in paths}
 
-    def _link_sources(self, rows: pa.Table) -> pa.Table:
-        """Replace the ``_source_key`` reference by the lake's ``source_pk``."""
-        store = self.catalog.store("source")
-        paths = store.paths()
+    def _link_sources(self, stage: StagingWriter, rows: pa.Table) -> pa.Table:
+        """Replace the ``_source_key`` reference by the lake's ``source_pk`` (row order kept)."""
         con = self.catalog.duck()
         con.register("incoming", rows)
-        q = (
-            f"SELECT i.* EXCLUDE ({SOURCE_REF}, source_pk), s.source_pk FROM incoming i "
-            f"LEFT JOIN {parquet_scan(paths, 'source_key, source_pk')} s ON i.{SOURCE_REF} = s.source_key"
-        )
-        if "source_pk" not in rows.column_names:
-            q = q.replace(", source_pk)", ")")
-        return con.sql(q).to_arrow_table()
+        drop = ", ".join([SOURCE_REF] + (["source_pk"] if "source_pk" in rows.column_names else []))
+        return con.sql(
+            f"SELECT i.* EXCLUDE ({drop}), s.source_pk FROM incoming i "
+            f"LEFT JOIN {parquet_scan(stage._paths('source'), 'source_key, source_pk')} s ON i.{SOURCE_REF} = s.source_key "
+            "ORDER BY i._order"
+        ).to_arrow_table()
 
-    def _link_spectra(self, rows: pa.Table) -> pa.Table:
+    def _link_spectra(self, stage: StagingWriter, rows: pa.Table) -> pa.Table:
         """Replace ``_spectrum_ref`` + ``_sk_*`` natural-key columns by the lake's ``spectrum_pk``."""
         if SPECTRUM_REF not in rows.column_names:
             return rows
         out = []
         for spectrum_table in set(rows.column(SPECTRUM_REF).to_pylist()):
-            part = rows.filter(pa.compute.equal(rows.column(SPECTRUM_REF), spectrum_table))
+            part = rows.filter(pc.equal(rows.column(SPECTRUM_REF), spectrum_table))
             key = self.catalog.schema.table(spectrum_table).upsert_key
-            store = self.catalog.store(spectrum_table)
             con = self.catalog.duck()
             con.register("incoming", part)
             on = " AND ".join(f"i._sk_{k} IS NOT DISTINCT FROM s.{k}" for k in key)
             sk = [c for c in part.column_names if c.startswith("_sk_")]  # every spectrum table's key columns
             refs = ", ".join([SPECTRUM_REF, *sk] + (["spectrum_pk"] if "spectrum_pk" in part.column_names else []))
-            scan = parquet_scan(store.paths(), ", ".join(["spectrum_pk", *key]))
+            scan = parquet_scan(stage._paths(spectrum_table), ", ".join(["spectrum_pk", *key]))
             out.append(
                 con.sql(f"SELECT i.* EXCLUDE ({refs}), s.spectrum_pk FROM incoming i LEFT JOIN {scan} s ON {on}").to_arrow_table()
             )
-        return pa.concat_tables(out, promote_options="default")
+        linked = pa.concat_tables(out, promote_options="default")
+        return linked.take(pc.sort_indices(linked.column("_order")))
 
-    def _link_results(self, rows: pa.Table) -> pa.Table:
+    def _link_results(self, stage: StagingWriter, rows: pa.Table) -> pa.Table:
         """Give model rows the task_pk of their result: the row of table ``pipeline`` for the same
-        spectrum and v_astra major.minor (written earlier in the same batch)."""
+        spectrum and v_astra major.minor (staged earlier in the same batch)."""
         out = []
         for pipeline in set(rows.column("pipeline").to_pylist()):
-            part = rows.filter(pa.compute.equal(rows.column("pipeline"), pipeline))
-            store = self.catalog.store(pipeline)
+            part = rows.filter(pc.equal(rows.column("pipeline"), pipeline))
             con = self.catalog.duck()
             con.register("incoming", part)
-            scan = parquet_scan(store.paths(), "spectrum_pk, v_astra_major_minor, task_pk")
+            scan = parquet_scan(stage._paths(pipeline), "spectrum_pk, v_astra_major_minor, task_pk")
             linked = con.sql(
                 f"SELECT i.*, r.task_pk FROM incoming i LEFT JOIN {scan} r "
                 "ON r.spectrum_pk = i.spectrum_pk AND r.v_astra_major_minor = i.v_astra // 1000"
             ).to_arrow_table()
-            missing = linked.filter(pa.compute.is_null(linked.column("task_pk")))
+            missing = linked.filter(pc.is_null(linked.column("task_pk")))
             if missing.num_rows:
-                raise IngestError(
-                    f"{pipeline} model for spectrum_pk {missing.column('spectrum_pk')[0].as_py()} has no {pipeline} result"
+                row = int(missing.column("_order")[0].as_py())
+                raise ValidationError(
+                    f"{pipeline} model for spectrum_pk {missing.column('spectrum_pk')[0].as_py()} has no {pipeline} result",
+                    table=pipeline,
+                    column="task_pk",
+                    row=row,
                 )
             out.append(linked)
-        return pa.concat_tables(out)
+        linked = pa.concat_tables(out)
+        return linked.take(pc.sort_indices(linked.column("_order")))
+
+    # -- summary files: streamed, one file per batch ---------------------------------------------
+    def _summary_file(self, fid: FileId, sf: SummaryFile, summary: Summary) -> Failure | None:
+        """Stream a summary file into the lake (sources, spectra, results: one pass each over the file)."""
+        where = _Where()
+        with self.catalog.writing():
+            stage = StagingWriter(self.catalog)
+            try:
+                ids: dict[int, list[pa.Array]] = {h.index: [] for h in sf.hdus}
+                stage.upsert("source", where.stream("source", ((h, p) for h in sf.hdus for p in _sources(sf, h, ids))))
+                source_pk = {h.index: self._summary_pks(stage, "source", h, ids[h.index]) for h in sf.hdus}
+                keys: dict[int, list[pa.Table]] = {h.index: [] for h in sf.hdus}
+                for h in sf.hdus:
+                    spectra = _spectra(sf, h, source_pk[h.index], keys[h.index], self.catalog)
+                    stage.upsert(h.spectrum_table, where.stream(h.spectrum_table, ((h, p) for p in spectra)))
+                if sf.pipeline is not None:
+                    spectrum_pk = {h.index: self._summary_pks(stage, h.spectrum_table, h, keys[h.index]) for h in sf.hdus}
+                    results = ((h, p) for h in sf.hdus for p in _results(sf, h, spectrum_pk[h.index]))
+                    stage.upsert(sf.pipeline, where.stream(sf.pipeline, results))
+                counts = {t: c.offered for t, c in stage.counts.items()}
+                record = {"path": fid.path, "size": fid.size, "mtime": fid.mtime, "sha256": fid.sha256, "format": sf.format}
+                stage.upsert("ingest_files", rows_to_arrow("ingest_files", [record | {"rows": json.dumps(counts)}]))
+                touched = stage.commit()
+            except (ValidationError, IngestError) as exc:
+                stage.discard()
+                hdu, row = where.locate(getattr(exc, "row", None))
+                return Failure.of(fid.path, sf.format, exc, hdu, row)
+            except BaseException:
+                stage.discard()
+                raise
+            for t in touched:
+                write_sidecars(self.catalog.store(t))
+        summary.add(stage.counts)
+        summary.read += 1
+        return None
+
+    def _summary_pks(self, stage: StagingWriter, table: str, hdu: Any, keys: list[Any]) -> np.ndarray:
+        """The identity (source_pk / spectrum_pk) of every row of an HDU: one join of the HDU's keys
+        with the staged table, not one per batch."""
+        if table == "source":
+            ids = pa.chunked_array(keys, pa.int64()) if keys else pa.chunked_array([], pa.int64())
+            incoming = pa.table({"source_key": pc.binary_join_element_wise("sdss_id", pc.cast(ids, pa.string()), ":")})
+            cond, ident, cols = "i.source_key = s.source_key", "source_pk", "source_key, source_pk"
+        else:
+            key = list(self.catalog.schema.table(table).upsert_key)
+            incoming = pa.concat_tables(keys) if keys else pa.table({k: pa.array([]) for k in key})
+            cond = " AND ".join(f"i.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
+            ident, cols = "spectrum_pk", ", ".join(["spectrum_pk", *key])
+        con = self.catalog.duck()
+        con.register("incoming", incoming.append_column("_row", pa.array(np.arange(incoming.num_rows))))
+        scan = parquet_scan(stage._paths(table), cols)
+        found = con.sql(f"SELECT s.{ident} FROM incoming i LEFT JOIN {scan} s ON {cond} ORDER BY i._row").to_arrow_table()
+        pks = found.column(0)
+        if pks.null_count:  # cannot happen: the rows were just staged
+            raise IngestError(f"{table}: {pks.null_count} staged rows not found again", hdu=hdu.index)
+        return pks.to_numpy()
+
+
+class _Where:
+    """Which HDU and row the rows of the current streamed write come from, to locate a failure."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int, int, int]] = []  # (first row of the call, HDU, first row in the HDU, rows)
+
+    def stream(self, table: str, parts: Iterator[tuple[Any, tuple[int, pa.Table]]]) -> Iterator[pa.Table]:
+        self.runs = []
+        first = 0
+        for hdu, (start, rows) in parts:
+            self.runs.append((first, hdu.index, start, rows.num_rows))
+            first += rows.num_rows
+            yield rows
+
+    def locate(self, row: int | None) -> tuple[int | None, int | None]:
+        """(HDU, row within it) of a row of the current write; without a row, the HDU being written."""
+        if row is None:
+            return (self.runs[-1][1] if self.runs else None), None
+        for first, hdu, start, n in self.runs:
+            if first <= row < first + n:
+                return hdu, start + row - first
+        return None, None
+
+
+def _sources(sf: SummaryFile, hdu: Any, ids: dict[int, list[pa.Array]]) -> Iterator[tuple[int, pa.Table]]:
+    for start, rows in parts(sf, hdu, "source"):
+        ids[hdu.index].extend(rows.column("sdss_id").cast(pa.int64()).chunks)
+        yield start, rows
+
+
+def _spectra(
+    sf: SummaryFile, hdu: Any, source_pk: np.ndarray, keys: list[pa.Table], catalog: Catalog
+) -> Iterator[tuple[int, pa.Table]]:
+    """Spectrum rows with their source_pk; their natural keys are kept to find their spectrum_pk."""
+    tbl = catalog.schema.table(hdu.spectrum_table)
+    schema = storage_schema(tbl)
+    for start, rows in parts(sf, hdu, hdu.spectrum_table):
+        if "v_astra" in tbl.column_names and "v_astra" not in rows.column_names:
+            rows = rows.append_column("v_astra", pa.array(np.full(rows.num_rows, sf.v_astra, np.int32)))
+        for k in tbl.upsert_key:  # a key column the file lacks is null (as the writer would store it)
+            if k not in rows.column_names:
+                rows = rows.append_column(k, pa.nulls(rows.num_rows, schema.field(k).type))
+        rows = rows.append_column("source_pk", pa.array(source_pk[start : start + rows.num_rows]))
+        keys.append(rows.select(list(tbl.upsert_key)))
+        yield start, rows
+
+
+def _results(sf: SummaryFile, hdu: Any, spectrum_pk: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
+    assert sf.pipeline is not None
+    for start, rows in parts(sf, hdu, sf.pipeline):
+        rows = rows.drop_columns([c for c in ("v_astra",) if c in rows.column_names])
+        rows = rows.append_column("v_astra", pa.array(np.full(rows.num_rows, sf.v_astra, np.int32)))
+        yield start, rows.append_column("spectrum_pk", pa.array(spectrum_pk[start : start + rows.num_rows]))

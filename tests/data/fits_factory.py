@@ -1,5 +1,9 @@
-"""Format-faithful synthetic mwmStar / mwmVisit / astraAllStarASPCAP files, built from the column
-names, types and HDU order of the official SDSS datamodel (extracted to datamodel_columns.json)."""
+"""Format-faithful synthetic mwmStar / mwmVisit / astraAll* / mwmAll* files, built from the column
+names, types and HDU order of the official SDSS datamodel (extracted to datamodel_columns.json).
+
+:func:`make` writes small files with astropy; :func:`make_streamed` writes the same layout at any size
+chunk by chunk (the benchmark's million-row summary files), with a distinct spectrum per row.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,21 @@ from astropy.io import fits
 
 SPEC = json.loads((Path(__file__).parent / "datamodel_columns.json").read_text())
 WIDTH = {"BOSS": 4648, "APOGEE": 8575}
+PIXEL_ARRAYS = {"wavelength", "flux", "ivar", "pixel_flags", "continuum", "nmf_rectified_model_flux", "wresl"}
+POSITIONS = {"ra": (0.0, 360.0), "dec": (-90.0, 90.0)}  # uniform on the declared ranges
 
 
-def _fits_column(name: str, dtype: str, n: int, instrument: str, rng: np.random.Generator, values: dict[str, Any]) -> fits.Column:
-    v = np.asarray(values[name]) if name in values else None
+def _values(
+    name: str, dtype: str, n: int, instrument: str, rng: np.random.Generator, given: dict[str, Any]
+) -> tuple[str, np.ndarray]:
+    """(FITS TFORM, values) of one column: the given values, else plausible random ones."""
+    v = np.asarray(given[name]) if name in given else None
     if dtype.startswith("char["):
         width = int(dtype[5:-1])
-        data = v if v is not None else np.array([f"x{i}"[:width] for i in range(n)])
-        return fits.Column(name=name, format=f"{width}A", array=data)
+        return f"{width}A", v if v is not None else np.array([f"x{i}"[:width] for i in range(n)])
     if dtype.startswith("float32["):
-        width = WIDTH[instrument] if n else 0
+        declared = int(dtype[8:-1])
+        width = (WIDTH[instrument] if name in PIXEL_ARRAYS or declared == 0 else declared) if n else 0
         if v is None:
             if name == "ivar":
                 v = np.full((n, width), 100.0, np.float32)
@@ -33,20 +42,41 @@ def _fits_column(name: str, dtype: str, n: int, instrument: str, rng: np.random.
                 v = np.zeros((n, width), np.float32)
             else:
                 v = (1 + 0.01 * rng.normal(size=(n, width))).astype(np.float32)
-        return fits.Column(name=name, format=f"{width}E", array=np.asarray(v, np.float32).reshape(n, width) if width else None)
+        return f"{width}E", np.asarray(v, np.float32).reshape(n, width)
     if dtype.startswith("bool["):
         width = int(dtype[5:-1])
-        data = v if v is not None else rng.random((n, width)) < 0.1
-        return fits.Column(name=name, format=f"{width}L", array=data)
+        return f"{width}L", v if v is not None else rng.random((n, width)) < 0.1
     fmt = {"int64": "K", "int32": "J", "float32": "E", "bool": "L"}[dtype]
     if v is None:
-        v = {
-            "K": rng.integers(0, 1000, n),
-            "J": rng.integers(0, 100, n),
-            "E": rng.normal(size=n).astype(np.float32),
-            "L": rng.random(n) < 0.5,
-        }[fmt]
-    return fits.Column(name=name, format=fmt, array=v)
+        if name in POSITIONS and fmt == "E":
+            v = rng.uniform(*POSITIONS[name], n).astype(np.float32)
+        else:
+            v = {
+                "K": lambda: rng.integers(0, 1000, n),
+                "J": lambda: rng.integers(0, 100, n),
+                "E": lambda: rng.normal(size=n).astype(np.float32),
+                "L": lambda: rng.random(n) < 0.5,
+            }[fmt]()
+    return fmt, v
+
+
+def _instrument(kind: str, index: int, name: str) -> str:
+    return "BOSS" if ("BOSS" in name or (kind.startswith(("astra", "mwmAll")) and index == 1)) else "APOGEE"
+
+
+def _primary(kind: str, spec: dict[str, Any], sdss_id: int, ra: float, dec: float, pipeline: str) -> fits.PrimaryHDU:
+    primary = fits.PrimaryHDU()
+    for key, val in spec["hdus"][0]["header"]:
+        if key not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND"):
+            primary.header[key] = val
+    if not kind.startswith("mwmAll"):
+        primary.header["SDSS_ID"] = sdss_id
+        primary.header["RA"] = ra
+        primary.header["DEC"] = dec
+    primary.header["V_ASTRA"] = "0.6.0"
+    if kind.startswith("astraAll"):
+        primary.header["PIPELINE"] = pipeline
+    return primary
 
 
 def make(
@@ -61,33 +91,89 @@ def make(
     values: dict[str, dict[str, Any]] | None = None,
     pipeline: str = "ASPCAP",
 ) -> Path:
-    """Write ``kind`` (mwmStar, mwmVisit, astraAllStarASPCAP) with ``rows[hdu name]`` rows per HDU."""
+    """Write ``kind`` (a key of datamodel_columns.json) with ``rows[hdu name]`` rows per HDU (unnamed
+    HDUs are ``HDU1``, ``HDU2``)."""
     rng = np.random.default_rng(seed)
     spec = SPEC[kind]
     values = values or {}
-    primary = fits.PrimaryHDU()
-    for key, val in spec["hdus"][0]["header"]:
-        if key in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND"):
-            continue
-        primary.header[key] = val
-    primary.header["SDSS_ID"] = sdss_id
-    primary.header["RA"] = ra
-    primary.header["DEC"] = dec
-    primary.header["V_ASTRA"] = "0.6.0"
-    if kind.startswith("astraAllStar"):
-        primary.header["PIPELINE"] = pipeline
-    hdus: list[Any] = [primary]
+    hdus: list[Any] = [_primary(kind, spec, sdss_id, ra, dec, pipeline)]
     for i, h in enumerate(spec["hdus"][1:], start=1):
         name = h["name"] or f"HDU{i}"
-        instrument = "BOSS" if ("BOSS" in name or (kind.startswith("astra") and i == 1)) else "APOGEE"
+        instrument = _instrument(kind, i, name)
         n = rows.get(name, 0)
         given = dict(values.get(name, {}))
         given.setdefault("sdss_id", np.full(n, sdss_id))
         given.setdefault("v_astra", np.array(["0.6.0"] * n))
-        cols = [_fits_column(c, t, n, instrument, rng, given) for c, t in h["columns"]]
+        cols = []
+        for c, t in h["columns"]:
+            fmt, data = _values(c, t, n, instrument, rng, given)
+            cols.append(fits.Column(name=c, format=fmt, array=data if n else None))
         hdu = fits.BinTableHDU.from_columns(cols, nrows=n)
         if h["name"]:
             hdu.header["EXTNAME"] = h["name"]
         hdus.append(hdu)
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path
+
+
+def unique_rows(kind: str, hdu: int, first: int, n: int) -> dict[str, np.ndarray]:
+    """Values that make rows ``first .. first + n`` of an HDU distinct sources and spectra (sdss_id,
+    natural keys), on the sky, and of one release."""
+    ids = np.arange(first, first + n, dtype=np.int64) + 1 + hdu * 10**8
+    out: dict[str, Any] = {
+        "sdss_id": ids,
+        "catalogid": ids + 10**10,
+        "release": np.array(["dr19"] * n),
+        "telescope": np.array(["apo25m"] * n),
+        "apred": np.array(["1.3"] * n),
+        "apstar": np.array(["stars"] * n),
+        "run2d": np.array(["v6_1_3"] * n),
+        "obj": np.char.add("2M", ids.astype("U12")),
+        "v_astra": np.array(["0.6.0"] * n),
+    }
+    if "Visit" in kind:
+        out |= {
+            "mjd": (59000 + ids % 3000).astype(np.int32),
+            "plate": np.char.add("p", (ids // 3000).astype("U12")),
+            "fiber": (ids % 300).astype(np.int32),
+            "fieldid": (ids // 3000).astype(np.int32),
+            "fiberid": (ids % 1000).astype(np.int32),
+        }
+    return out
+
+
+def make_streamed(
+    kind: str, path: Path, rows: dict[int, int], *, seed: int = 0, chunk_rows: int = 20_000, pipeline: str = "ASPCAP"
+) -> Path:
+    """The layout of :func:`make` with ``rows[hdu index]`` rows, written ``chunk_rows`` at a time straight
+    into the file (bounded memory at any size); rows are distinct (:func:`unique_rows`)."""
+    rng = np.random.default_rng(seed)
+    spec = SPEC[kind]
+    with open(path, "wb") as fh:
+        fh.write(_padded(_primary(kind, spec, 0, 0.0, 0.0, pipeline).header.tostring().encode()))
+        for i, h in enumerate(spec["hdus"][1:], start=1):
+            instrument = _instrument(kind, i, h["name"])
+            n = rows.get(i, 0)
+            probe = {c: _values(c, t, 1, instrument, rng, {})[0] for c, t in h["columns"]}
+            template = fits.BinTableHDU.from_columns([fits.Column(name=c, format=f) for c, f in probe.items()], nrows=0)
+            if h["name"]:
+                template.header["EXTNAME"] = h["name"]
+            template.header["NAXIS2"] = n
+            fh.write(_padded(template.header.tostring().encode()))
+            dtype = template.columns.dtype.newbyteorder(">")
+            written = 0
+            for first in range(0, n, chunk_rows):
+                m = min(chunk_rows, n - first)
+                given = unique_rows(kind, i, first, m)
+                rec = np.zeros(m, dtype)
+                for c, t in h["columns"]:
+                    fmt, data = _values(c, t, m, instrument, rng, given)
+                    rec[c] = np.where(data, ord("T"), ord("F")) if fmt.endswith("L") else data
+                fh.write(rec.tobytes())
+                written += rec.nbytes
+            fh.write(b"\0" * (-written % 2880))
+    return path
+
+
+def _padded(header: bytes) -> bytes:
+    return header + b" " * (-len(header) % 2880)

@@ -47,8 +47,8 @@ def _unknown(src: Path, dst: Path) -> None:
 
 
 CASES = [
-    (APSTAR, _truncate, "unreadable"),
-    (APSTAR, _missing_hdu, "HDU 3"),
+    (APSTAR, _truncate, "truncated?"),
+    (APSTAR, _missing_hdu, "apStar files have at least 10 HDUs, this one 3"),
     (APSTAR, _wrong_naxis, "4000 pixels per row"),
     (SPEC, _nan_ivar, "non-finite"),
     (SPEC, _negative_ivar, "negative at pixel 10"),
@@ -79,7 +79,7 @@ def test_corrupt_file_is_skipped_with_reason(
 
 def test_cli_exit_code_and_summary(tmp_path: Path, files: Path) -> None:
     _truncate(APSTAR, files / "broken.fits")
-    res = CliRunner().invoke(app, ["ingest", str(files), "--lake", str(tmp_path / "lk"), "--workers", "2"])
+    res = CliRunner().invoke(app, ["ingest", str(files), "--lake", str(tmp_path / "lk"), "--workers", "2", "--create"])
     assert res.exit_code == 1
     assert "files read 3, skipped 0, failed 1" in res.output and "broken.fits" in res.output
     res = CliRunner().invoke(app, ["ingest", str(tmp_path / "nowhere"), "--lake", str(tmp_path / "lk")])
