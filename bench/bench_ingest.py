@@ -1,10 +1,14 @@
-"""Ingest rate vs the cost of only reading the same files with astropy, side by side in one run."""
+"""Ingest rate vs the cost of only reading the same files with astropy, side by side in one run: many
+per-spectrum files, and one summary file at survey scale."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -65,4 +69,72 @@ def run(workdir: Path, n_files: int = 2000) -> list[str]:
         s = time.perf_counter() - t
         assert summary.failed == 0, summary.errors[:3]
         lines.append(f"| astra-lake ingest --workers {workers} | {n_files / s:,.1f} | {mb / s:,.1f} | {s / bare:.2f}x |")
+    return lines
+
+
+# -- summary files at survey scale ------------------------------------------------------------------
+def _factory() -> Any:
+    spec = importlib.util.spec_from_file_location("fits_factory", FIXTURES.parent / "fits_factory.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def astropy_read(path: str) -> dict[str, float]:
+    """astropy's own ``Table.read`` of the APOGEE HDU (what a user would do), in a fresh process."""
+    from astropy.table import Table
+    from bench_lake import own_peak_mb
+
+    rest = own_peak_mb()
+    t = time.perf_counter()
+    table = Table.read(path, hdu=2)
+    seconds = time.perf_counter() - t
+    assert len(table) > 0
+    return {"seconds": seconds, "peak_mb": own_peak_mb(), "rest_mb": rest}
+
+
+def summary_ingest(path: str, lake_path: str) -> dict[str, float]:
+    """``astra-lake ingest`` of one summary file into a new lake, in a fresh process."""
+    from bench_lake import own_peak_mb
+
+    lake = Lake.init(lake_path)
+    rest = own_peak_mb()
+    t = time.perf_counter()
+    summary = Ingestor(lake.catalog).run([path])
+    seconds = time.perf_counter() - t
+    assert summary.failed == 0, summary.errors
+    return {"seconds": seconds, "peak_mb": own_peak_mb(), "rest_mb": rest, "rows": float(sum(summary.rows.values()))}
+
+
+def summary_bench(workdir: Path, sizes: list[int], repeats: int = 2) -> list[str]:
+    """Ingest of an astraAllStarASPCAP-format file (built from the datamodel columns, distinct rows) vs
+    astropy's ``Table.read`` of it, alternating in fresh processes; medians."""
+    from bench_lake import in_child
+
+    lines = [
+        "### Summary file ingest: astraAllStarASPCAP format (396 APOGEE columns from the DR19 datamodel)",
+        "",
+        "| rows | file | astropy `Table.read` | astra-lake ingest | ratio | ingest peak memory above idle | vs file size |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        path = workdir / f"astraAllStarASPCAP-{n}.fits"
+        _factory().make_streamed("astraAllStarASPCAP", path, {2: n}, seed=1)
+        mb = path.stat().st_size / 1e6
+        reads, ingests = [], []
+        for i in range(repeats):
+            reads.append(in_child(astropy_read, str(path)))
+            lake = workdir / f"lake-summary-{n}-{i}"
+            ingests.append(in_child(summary_ingest, str(path), str(lake)))
+            shutil.rmtree(lake, ignore_errors=True)
+        read = statistics.median(r["seconds"] for r in reads)
+        ingest = statistics.median(r["seconds"] for r in ingests)
+        peak = max(r["peak_mb"] - r["rest_mb"] for r in ingests)
+        total = max(r["peak_mb"] for r in ingests)
+        lines.append(
+            f"| {n:,} | {mb:,.0f} MB | {read:.1f} s | {ingest:.1f} s ({n / ingest:,.0f} rows/s) | {ingest / read:.2f}x "
+            f"| {peak:,.0f} MB ({total:,.0f} MB in all) | {peak / mb:.2f}x |"
+        )
+        path.unlink()
     return lines

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
     ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
     ap.add_argument("--files", type=int, default=None, help="files to ingest (default 2,000; quick 150)")
+    ap.add_argument("--summary-rows", default=None, help="rows of the summary-ingest files (default 100000,1000000; quick 20000)")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "latest.md")
     args = ap.parse_args()
@@ -55,7 +56,9 @@ def main() -> None:
             n_results = 250_000 if args.quick else 1_000_000
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
         if "ingest" in args.what:
+            sizes = [int(x) for x in (args.summary_rows or ("20000" if args.quick else "100000,1000000")).split(",")]
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
+            out += [*bench_ingest.summary_bench(work, sizes), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

@@ -68,9 +68,9 @@ def ingest(
     console.print(f"files read {summary.read}, skipped {summary.skipped}, failed {summary.failed} in {summary.seconds:.1f} s")
     replaced = summary.replaced
     for t, n in sorted(summary.rows.items()):
-        note = f" ({replaced[t]:,} more rows replaced by later rows with the same key)" if t in replaced else ""
-        console.print(f"  {t}: {n:,} rows stored{note}")
+        note = f"; {replaced[t]:,} rows given were replaced by later rows with the same key" if t in replaced else ""
+        console.print(f"  {t}: {n:,} rows stored{note}", soft_wrap=True)
     for e in summary.errors:
-        console.print(f"  [red]failed[/] {e}", highlight=False)
+        console.print(f"  [red]failed[/] {e}", highlight=False, soft_wrap=True)
     if summary.failed:
         raise typer.Exit(1)

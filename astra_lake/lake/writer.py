@@ -144,8 +144,8 @@ class Writer:
         try:
             for start, batch in _batches(data, batch_rows, table):
                 counts.offered += batch.num_rows
-                rows = _last_per_key(self._checked(tbl, batch, now, start), tbl.upsert_key)
-                rows, touched, again = self._carry_over(store, tbl, list(live.values()), rows, now)
+                rows, given_as = _last_per_key(self._checked(tbl, batch, now, start), tbl.upsert_key)
+                rows, touched, again = self._carry_over(store, tbl, list(live.values()), rows, now, given_as + start)
                 n_rows += rows.num_rows - again  # a key given in an earlier batch of this call is stored once
                 counts.stored = n_rows
                 kept = self._rewrite_without(store, tbl, [live[p] for p in touched], rows)
@@ -334,23 +334,39 @@ class Writer:
         return None if dup.num_rows == 0 else {k: dup.column(k)[0].as_py() for k in key}
 
     def _carry_over(
-        self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table, since: dt.datetime
+        self, store: DeltaStore, tbl: Table, files: list[DataFile], rows: pa.Table, since: dt.datetime, given_as: np.ndarray
     ) -> tuple[pa.Table, list[str], int]:
         """Copy identity and ``created`` from existing rows with the same key. Also returns the files
-        that hold those rows and how many of them this call wrote (modified at ``since``, the call's time)."""
+        that hold those rows and how many of them this call wrote (modified at ``since``, the call's time).
+        A spectrum keeps the ``sdss_id`` it has: giving it another one is refused (``given_as``: the
+        row numbers of ``rows`` in the call's data, for the message)."""
         if not files or rows.num_rows == 0:
             return rows, [], 0
         key = list(tbl.upsert_key)
         keep = [c for c in (IDENTITY.get(tbl.kind), "created") if c is not None]
+        fixed = ["sdss_id"] if tbl.kind == "spectrum" else []
         con = self.catalog.duck()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))
-        con.register("existing", self._key_index(store, tbl, files, [*key, *keep, "modified"]))
+        con.register("existing", self._key_index(store, tbl, files, [*key, *keep, *fixed, "modified"]))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
-        cols = ", ".join(f"e.{c}" for c in [*keep, "modified"])
+        cols = ", ".join(f"e.{c}" for c in [*keep, *fixed, "modified"])
         matched = con.sql(f"SELECT i._row, e._file, {cols} FROM incoming i JOIN existing e ON {cond}").to_arrow_table()
         if matched.num_rows == 0:
             return rows, [], 0
         idx = matched.column("_row").to_numpy().astype(np.int64)
+        for c in fixed:
+            given = rows.column(c).take(pa.array(idx))
+            clash = pc.fill_null(pc.not_equal(given, matched.column(c)), False)
+            if pc.any(clash).as_py():
+                k = first_row(clash)
+                row, at = int(given_as[idx[k]]), {name: rows.column(name)[int(idx[k])].as_py() for name in key}
+                raise ValidationError(
+                    f"{tbl.name}: row {row} gives {c}={given[k].as_py()} for the spectrum {at}, which the lake holds "
+                    f"under {c}={matched.column(c)[k].as_py()}; a spectrum's source does not change",
+                    table=tbl.name,
+                    column=c,
+                    row=row,
+                )
         for c in keep:  # replaced rows take the stored value; new rows keep theirs (minted/filled later)
             carried = _scatter(rows.num_rows, idx, matched.column(c), rows.schema.field(c).type)
             rows = _set(rows, c, pc.coalesce(carried, rows.column(c)))
@@ -395,14 +411,15 @@ class Writer:
         return pa.Table.from_arrays([kept.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
-def _last_per_key(rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    """Within one batch a later row with the same key wins."""
+def _last_per_key(rows: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:
+    """Within one batch a later row with the same key wins; also returns where each kept row was."""
+    every = np.arange(rows.num_rows)
     if rows.num_rows < 2:
-        return rows
-    idx = pa.array(np.arange(rows.num_rows))
+        return rows, every
+    idx = pa.array(every)
     last = rows.select(list(key)).append_column("_i", idx).group_by(list(key), use_threads=False).aggregate([("_i", "max")])
     take = np.sort(last.column("_i_max").to_numpy())
-    return rows if len(take) == rows.num_rows else rows.take(take)
+    return (rows, every) if len(take) == rows.num_rows else (rows.take(take), take)
 
 
 def _batches(data: Any, batch_rows: int, table: str = "rows") -> Iterator[tuple[int, pa.Table]]:

@@ -133,6 +133,7 @@ def unique_rows(kind: str, hdu: int, first: int, n: int) -> dict[str, np.ndarray
     }
     if "Visit" in kind:
         out |= {
+            "date_obs": np.datetime_as_string(np.datetime64("2021-01-01T00:00:00") + ids.astype("m8[s]") * 61, unit="s"),
             "mjd": (59000 + ids % 3000).astype(np.int32),
             "plate": np.char.add("p", (ids // 3000).astype("U12")),
             "fiber": (ids % 300).astype(np.int32),
@@ -168,7 +169,8 @@ def make_streamed(
                 rec = np.zeros(m, dtype)
                 for c, t in h["columns"]:
                     fmt, data = _values(c, t, m, instrument, rng, given)
-                    rec[c] = np.where(data, ord("T"), ord("F")) if fmt.endswith("L") else data
+                    data = np.where(data, ord("T"), ord("F")) if fmt.endswith("L") else data
+                    rec[c] = np.asarray(data).reshape(rec[c].shape)
                 fh.write(rec.tobytes())
                 written += rec.nbytes
             fh.write(b"\0" * (-written % 2880))
