@@ -10,7 +10,8 @@ outside its range, an identity that contradicts the lake), becomes one ``ingest_
 file, HDU, row and column, and nothing of that file is written: a batch's tables are staged and
 committed only when every table of the batch was written (:mod:`astra_lake.ingest.staging`); a file
 that makes a table fail is taken out and the batch staged again. Summary files (astraAll*, mwmAll*)
-stream into the lake column by column, each file a batch of its own.
+stream into the lake column by column, each file a batch of its own; they add the spectra the lake
+does not hold yet (a stored spectrum, with the pixels of its own file, is kept as it is).
 """
 
 from __future__ import annotations
@@ -425,16 +426,16 @@ class Ingestor:
             stage = StagingWriter(self.catalog)
             try:
                 ids: dict[int, list[pa.Array]] = {h.index: [] for h in sf.hdus}
-                stage.upsert("source", where.stream("source", ((h, p) for h in sf.hdus for p in _sources(sf, h, ids))))
+                stage.upsert("source", where.stream((h, p) for h in sf.hdus for p in _sources(sf, h, ids)))
                 source_pk = {h.index: self._summary_pks(stage, "source", h, ids[h.index]) for h in sf.hdus}
                 keys: dict[int, list[pa.Table]] = {h.index: [] for h in sf.hdus}
                 for h in sf.hdus:
-                    spectra = _spectra(sf, h, source_pk[h.index], keys[h.index], self.catalog)
-                    stage.upsert(h.spectrum_table, where.stream(h.spectrum_table, ((h, p) for p in spectra)))
+                    spectra = self._summary_spectra(sf, h, source_pk[h.index], keys[h.index])
+                    stage.upsert(h.spectrum_table, where.stream((h, p) for p in spectra))
                 if sf.pipeline is not None:
                     spectrum_pk = {h.index: self._summary_pks(stage, h.spectrum_table, h, keys[h.index]) for h in sf.hdus}
                     results = ((h, p) for h in sf.hdus for p in _results(sf, h, spectrum_pk[h.index]))
-                    stage.upsert(sf.pipeline, where.stream(sf.pipeline, results))
+                    stage.upsert(sf.pipeline, where.stream(results))
                 counts = {t: c.offered for t, c in stage.counts.items()}
                 record = {"path": fid.path, "size": fid.size, "mtime": fid.mtime, "sha256": fid.sha256, "format": sf.format}
                 stage.upsert("ingest_files", rows_to_arrow("ingest_files", [record | {"rows": json.dumps(counts)}]))
@@ -451,6 +452,37 @@ class Ingestor:
         summary.add(stage.counts)
         summary.read += 1
         return None
+
+    def _summary_spectra(
+        self, sf: SummaryFile, hdu: Any, source_pk: np.ndarray, keys: list[pa.Table]
+    ) -> Iterator[tuple[np.ndarray, pa.Table]]:
+        """Spectrum rows the lake does not hold yet, with their source_pk. A spectrum already stored (its
+        apStar / spec file, with pixels) stays as it is: a summary row has no pixels to replace it with.
+        Every row's natural key is kept (in ``keys``) to find its spectrum_pk afterwards."""
+        tbl = self.catalog.schema.table(hdu.spectrum_table)
+        schema = storage_schema(tbl)
+        key = list(tbl.upsert_key)
+        paths = self.catalog.store(tbl.name).paths()
+        con = self.catalog.duck()
+        if paths:
+            con.register("stored", con.sql(f"SELECT {', '.join(key)} FROM {parquet_scan(paths)}").to_arrow_table())
+        cond = " AND ".join(f"p.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
+        for start, rows in parts(sf, hdu, tbl.name):
+            if "v_astra" in tbl.column_names and "v_astra" not in rows.column_names:
+                rows = rows.append_column("v_astra", pa.array(np.full(rows.num_rows, sf.v_astra, np.int32)))
+            for k in key:  # a key column the file lacks is null (as the writer would store it)
+                if k not in rows.column_names:
+                    rows = rows.append_column(k, pa.nulls(rows.num_rows, schema.field(k).type))
+            rows = rows.append_column("source_pk", pa.array(source_pk[start : start + rows.num_rows]))
+            keys.append(rows.select(key))
+            at = np.arange(start, start + rows.num_rows)
+            if paths:
+                con.register("part", rows.select(key).append_column("_i", pa.array(np.arange(rows.num_rows))))
+                known = con.sql(f"SELECT p._i FROM part p SEMI JOIN stored s ON {cond}").to_arrow_table().column(0).to_numpy()
+                new = np.ones(rows.num_rows, bool)
+                new[known] = False
+                rows, at = rows.filter(pa.array(new)), at[new]
+            yield at, rows
 
     def _summary_pks(self, stage: StagingWriter, table: str, hdu: Any, keys: list[Any]) -> np.ndarray:
         """The identity (source_pk / spectrum_pk) of every row of an HDU: one join of the HDU's keys
@@ -475,16 +507,16 @@ class Ingestor:
 
 
 class _Where:
-    """Which HDU and row the rows of the current streamed write come from, to locate a failure."""
+    """Which HDU and rows the rows of the current streamed write come from, to locate a failure."""
 
     def __init__(self) -> None:
-        self.runs: list[tuple[int, int, int, int]] = []  # (first row of the call, HDU, first row in the HDU, rows)
+        self.runs: list[tuple[int, int, np.ndarray]] = []  # (first row of the call, HDU, its rows in the HDU)
 
-    def stream(self, table: str, parts: Iterator[tuple[Any, tuple[int, pa.Table]]]) -> Iterator[pa.Table]:
+    def stream(self, parts: Iterator[tuple[Any, tuple[np.ndarray, pa.Table]]]) -> Iterator[pa.Table]:
         self.runs = []
         first = 0
-        for hdu, (start, rows) in parts:
-            self.runs.append((first, hdu.index, start, rows.num_rows))
+        for hdu, (at, rows) in parts:
+            self.runs.append((first, hdu.index, at))
             first += rows.num_rows
             yield rows
 
@@ -492,38 +524,22 @@ class _Where:
         """(HDU, row within it) of a row of the current write; without a row, the HDU being written."""
         if row is None:
             return (self.runs[-1][1] if self.runs else None), None
-        for first, hdu, start, n in self.runs:
-            if first <= row < first + n:
-                return hdu, start + row - first
+        for first, hdu, at in self.runs:
+            if first <= row < first + len(at):
+                return hdu, int(at[row - first])
         return None, None
 
 
-def _sources(sf: SummaryFile, hdu: Any, ids: dict[int, list[pa.Array]]) -> Iterator[tuple[int, pa.Table]]:
+def _sources(sf: SummaryFile, hdu: Any, ids: dict[int, list[pa.Array]]) -> Iterator[tuple[np.ndarray, pa.Table]]:
     for start, rows in parts(sf, hdu, "source"):
         ids[hdu.index].extend(rows.column("sdss_id").cast(pa.int64()).chunks)
-        yield start, rows
+        yield np.arange(start, start + rows.num_rows), rows
 
 
-def _spectra(
-    sf: SummaryFile, hdu: Any, source_pk: np.ndarray, keys: list[pa.Table], catalog: Catalog
-) -> Iterator[tuple[int, pa.Table]]:
-    """Spectrum rows with their source_pk; their natural keys are kept to find their spectrum_pk."""
-    tbl = catalog.schema.table(hdu.spectrum_table)
-    schema = storage_schema(tbl)
-    for start, rows in parts(sf, hdu, hdu.spectrum_table):
-        if "v_astra" in tbl.column_names and "v_astra" not in rows.column_names:
-            rows = rows.append_column("v_astra", pa.array(np.full(rows.num_rows, sf.v_astra, np.int32)))
-        for k in tbl.upsert_key:  # a key column the file lacks is null (as the writer would store it)
-            if k not in rows.column_names:
-                rows = rows.append_column(k, pa.nulls(rows.num_rows, schema.field(k).type))
-        rows = rows.append_column("source_pk", pa.array(source_pk[start : start + rows.num_rows]))
-        keys.append(rows.select(list(tbl.upsert_key)))
-        yield start, rows
-
-
-def _results(sf: SummaryFile, hdu: Any, spectrum_pk: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
+def _results(sf: SummaryFile, hdu: Any, spectrum_pk: np.ndarray) -> Iterator[tuple[np.ndarray, pa.Table]]:
     assert sf.pipeline is not None
     for start, rows in parts(sf, hdu, sf.pipeline):
         rows = rows.drop_columns([c for c in ("v_astra",) if c in rows.column_names])
         rows = rows.append_column("v_astra", pa.array(np.full(rows.num_rows, sf.v_astra, np.int32)))
-        yield start, rows.append_column("spectrum_pk", pa.array(spectrum_pk[start : start + rows.num_rows]))
+        rows = rows.append_column("spectrum_pk", pa.array(spectrum_pk[start : start + rows.num_rows]))
+        yield np.arange(start, start + rows.num_rows), rows

@@ -76,6 +76,22 @@ def _encodings(schema: pa.Schema, codec: str = "zstd") -> tuple[list[str], dict[
     return dictionary, compression, split
 
 
+def row_group_rows(declared: int, rows: pa.Table) -> int:
+    """Rows per row group: the table's ``declared`` count (16 spectra for spectrum tables), or, for rows
+    whose pixel arrays are absent (spectrum metadata from summary files), as many as fill the bytes of
+    that many full rows, so that 10^6 metadata rows are not written as 62,500 tiny row groups."""
+    full = sum(pa.types.is_list(f.type) and f.type.value_type.bit_width // 8 * int(w) for f, w in _widths(rows.schema))
+    if not full or rows.num_rows == 0:
+        return declared
+    present = max(rows.nbytes / rows.num_rows, 1.0)
+    return declared if present >= full else int(declared * (full + present) / present)
+
+
+def _widths(schema: pa.Schema) -> list[tuple[pa.Field, int]]:
+    meta = schema.metadata or {}
+    return [(f, int(meta[k])) for f in schema if (k := f"astra_lake.shape.{f.name}".encode()) in meta]
+
+
 def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
     """Write ``rows`` (storage schema, ``_healpix_29`` filled) as one new file per HATS leaf pixel."""
     if rows.num_rows == 0:
@@ -89,6 +105,7 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
     out = []
     sorting = [pq.SortingColumn(rows.column_names.index("_healpix_29"))]
     dictionary, compression, split = _encodings(rows.schema, tbl.codec)
+    group_rows = row_group_rows(tbl.row_group_rows, rows)
     for a, b in zip(starts, ends, strict=True):
         npix = int(pix[a])
         rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"
@@ -98,7 +115,7 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
         pq.write_table(
             chunk,
             path,
-            row_group_size=tbl.row_group_rows,
+            row_group_size=group_rows,
             compression=compression,
             compression_level={c: 3 for c, codec in compression.items() if codec == "zstd"},
             use_byte_stream_split=split,

@@ -89,7 +89,7 @@ def test_a_summary_file_contradicting_the_lake_is_not_half_written(lake: Lake, t
     assert (s.read, s.failed) == (1, 1)
     (err,) = _errors(lake)
     assert err["path"] == str(bad) and (err["hdu"], err["hdu_row"], err["column_name"]) == (2, 1, "sdss_id")
-    assert str(err["error"]).startswith(f"{bad}: HDU 2, row 1: apogee_star: row 1 gives sdss_id=99")
+    assert str(err["error"]).startswith(f"{bad}: HDU 2, row 1: aspcap: row 1 gives sdss_id=99, but its spectrum has sdss_id=12")
     after = {t: _rows(lake, t) for t in ("source", "apogee_star", "aspcap")}
     assert after == {t: n + 1 for t, n in before.items()}  # c.fits only
     got = lake.sql("SELECT sdss_id FROM source ORDER BY sdss_id").column(0).to_pylist()

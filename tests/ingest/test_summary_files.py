@@ -148,3 +148,24 @@ def test_large_files_stream_in_chunks_and_gzip(lake: Lake, tmp_path: Path, monke
     assert run(other, packed).rows == s.rows
     q = "SELECT sdss_id, teff, result_flags FROM aspcap ORDER BY sdss_id"
     assert other.sql(q).equals(lake.sql(q))
+
+
+def test_a_summary_file_never_replaces_a_stored_spectrum_and_its_pixels(lake: Lake, tmp_path: Path) -> None:
+    """A spectrum stored from its own file keeps its pixels; the summary's result links to it."""
+    from astra_lake.ingest import synthetic as S
+
+    src = S.sources(1, seed=1, first_sdss_id=777)
+    lake.write("source", src)
+    spectrum = next(S.spectra("apogee_star", np.array([777]), seed=2))
+    keys = {"release": ["dr19"], "apred": ["1.3"], "apstar": ["stars"], "telescope": ["apo25m"], "obj": ["2M777"]}
+    for k, v in keys.items():  # values that fit the datamodel's string widths
+        spectrum = spectrum.set_column(spectrum.column_names.index(k), k, pa.array(v))
+    lake.write("apogee_star", spectrum)
+    before = lake.sql("SELECT spectrum_pk, snr, flux FROM apogee_star").to_pylist()
+    values = {k: np.array(v) for k, v in keys.items()} | {"sdss_id": np.array([777])}
+    path = factory().make("astraAllStarASPCAP", tmp_path / "s.fits", {"HDU2": 1}, values={"HDU2": values})
+    s = run(lake, path)
+    assert s.failed == 0, s.errors
+    assert lake.sql("SELECT spectrum_pk, snr, flux FROM apogee_star").to_pylist() == before
+    linked = lake.sql("SELECT a.spectrum_pk FROM aspcap a").column(0).to_pylist()
+    assert linked == [before[0]["spectrum_pk"]]
