@@ -12,9 +12,10 @@ spectrum (coadd or visit; metadata only, no pixels) and, in astraAll files, a pi
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -155,24 +156,27 @@ def parts(sf: SummaryFile, hdu: Hdu, table: str, *, part_rows: int = PART_ROWS) 
 
 
 def _chunks(sf: SummaryFile, hdu: Hdu) -> Iterator[tuple[int, np.ndarray]]:
-    """The HDU's rows as record arrays over the file's bytes, about CHUNK_BYTES at a time."""
-    step = max(1, CHUNK_BYTES // hdu.dtype.itemsize)
+    """The HDU's rows as record arrays over the file's bytes, about CHUNK_BYTES at a time. The buffer is
+    reused: a chunk is valid until the next one is read (every conversion copies out of it)."""
+    size = hdu.dtype.itemsize
+    step = max(1, CHUNK_BYTES // size)
+    buffer = np.empty(min(step, hdu.rows) * size, np.uint8)
     with _open(sf.path) as fh:
         fh.seek(hdu.offset)
         for start in range(0, hdu.rows, step):
             n = min(step, hdu.rows - start)
-            buf = fh.read(n * hdu.dtype.itemsize)
-            if len(buf) < n * hdu.dtype.itemsize:
-                row = start + len(buf) // hdu.dtype.itemsize
+            got = fh.readinto(buffer[: n * size].data)
+            if got < n * size:
+                row = start + got // size
                 raise IngestError(
                     f"{sf.path}: HDU {hdu.index} ends at row {row} of {hdu.rows} (file truncated)", hdu=hdu.index, row=row
                 )
-            yield start, np.frombuffer(buf, dtype=hdu.dtype, count=n)
+            yield start, buffer[: n * size].view(hdu.dtype)
 
 
-def _open(path: str) -> BinaryIO:
+def _open(path: str) -> io.BufferedIOBase:
     if path.lower().endswith(".gz"):
-        return cast(BinaryIO, gzip.open(path, "rb"))
+        return gzip.open(path, "rb")
     return open(path, "rb")
 
 
@@ -208,7 +212,7 @@ def _column(hdu: Hdu, field: str, values: np.ndarray, target: pa.DataType) -> pa
         if flags.ndim == 2:
             return _fixed_lists(flags)
         return pa.array(flags, mask=values == 0)
-    native = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("="))
+    native = values.astype(values.dtype.newbyteorder("="))  # a copy, out of the chunk's buffer
     if field in hdu.zeros:  # unsigned integers stored with TZERO = 2**(bits-1) (or -128 for signed bytes)
         native = _unsigned(native, hdu.zeros[field])
     if native.ndim == 2:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.healpix import partition_path, pixel_at_order
+
+WRITERS = os.cpu_count() or 1  # leaf files encoded at once
 
 
 def sort_rows(table_rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
@@ -93,7 +96,8 @@ def _widths(schema: pa.Schema) -> list[tuple[pa.Field, int]]:
 
 
 def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
-    """Write ``rows`` (storage schema, ``_healpix_29`` filled) as one new file per HATS leaf pixel."""
+    """Write ``rows`` (storage schema, ``_healpix_29`` filled) as one new file per HATS leaf pixel; the
+    leaves are encoded on WRITERS threads (pyarrow releases the GIL), and a failure deletes what was written."""
     if rows.num_rows == 0:
         return []
     tbl = store.table
@@ -102,16 +106,16 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
     pix = pixel_at_order(h29, tbl.healpix_order)
     starts = np.flatnonzero(np.r_[True, pix[1:] != pix[:-1]])
     ends = np.r_[starts[1:], len(pix)]
-    out = []
     sorting = [pq.SortingColumn(rows.column_names.index("_healpix_29"))]
     dictionary, compression, split = _encodings(rows.schema, tbl.codec)
     group_rows = row_group_rows(tbl.row_group_rows, rows)
-    for a, b in zip(starts, ends, strict=True):
+
+    def leaf(a: int, b: int) -> DataFile:
         npix = int(pix[a])
         rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"
         path = store.dataset / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        chunk = rows.slice(int(a), int(b - a))
+        chunk = rows.slice(a, b - a)
         pq.write_table(
             chunk,
             path,
@@ -125,7 +129,19 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
             use_dictionary=dictionary,
         )
         mm = pc.min_max(chunk.column("_healpix_29")).as_py()
-        out.append(DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"]))
+        return DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"])
+
+    with ThreadPoolExecutor(max(1, min(WRITERS, len(starts)))) as pool:
+        futures = [pool.submit(leaf, int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+    out, failed = [], None
+    for future in futures:
+        try:
+            out.append(future.result())
+        except BaseException as exc:
+            failed = failed or exc
+    if failed is not None:
+        discard(store, out)
+        raise failed
     return out
 
 
