@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,11 +260,18 @@ class Ingestor:
             failures.append(failure)
 
     def _commit_batch(self, batch: list[tuple[FileId, Extracted]], failures: list[Failure], summary: Summary) -> None:
+        with self._staged(summary) as stage:
+            self._stage(stage, batch)
+            self._record(stage, [(f, e.format, e.counts) for f, e in batch], failures)
+
+    @contextmanager
+    def _staged(self, summary: Summary) -> Iterator[StagingWriter]:
+        """A staging writer under the writer lock: its tables commit when the block ends (and the run's
+        counts grow), and are discarded, never visible, when it raises."""
         with self.catalog.writing():
             stage = StagingWriter(self.catalog)
             try:
-                self._stage(stage, batch)
-                self._record(stage, batch, failures)
+                yield stage
                 touched = stage.commit()
             except BaseException:
                 stage.discard()
@@ -272,18 +280,12 @@ class Ingestor:
                 write_sidecars(self.catalog.store(t))
         summary.add(stage.counts)
 
-    def _record(self, stage: StagingWriter, batch: list[tuple[FileId, Extracted]], failures: list[Failure]) -> None:
-        if batch:
+    def _record(self, stage: StagingWriter, files: list[tuple[FileId, str, dict[str, int]]], failures: list[Failure]) -> None:
+        """``ingest_files`` rows (file, format, rows per table) and ``ingest_errors`` rows, staged."""
+        if files:
             record = [
-                {
-                    "path": f.path,
-                    "size": f.size,
-                    "mtime": f.mtime,
-                    "sha256": f.sha256,
-                    "format": e.format,
-                    "rows": json.dumps(e.counts),
-                }
-                for f, e in batch
+                {"path": f.path, "size": f.size, "mtime": f.mtime, "sha256": f.sha256, "format": fmt, "rows": json.dumps(counts)}
+                for f, fmt, counts in files
             ]
             stage.upsert("ingest_files", rows_to_arrow("ingest_files", record))
         if failures:
@@ -422,9 +424,8 @@ class Ingestor:
     def _summary_file(self, fid: FileId, sf: SummaryFile, summary: Summary) -> Failure | None:
         """Stream a summary file into the lake (sources, spectra, results: one pass each over the file)."""
         where = _Where()
-        with self.catalog.writing():
-            stage = StagingWriter(self.catalog)
-            try:
+        try:
+            with self._staged(summary) as stage:
                 ids: dict[int, list[pa.Array]] = {h.index: [] for h in sf.hdus}
                 stage.upsert("source", where.stream((h, p) for h in sf.hdus for p in _sources(sf, h, ids)))
                 source_pk = {h.index: self._summary_pks(stage, "source", h, ids[h.index]) for h in sf.hdus}
@@ -436,20 +437,10 @@ class Ingestor:
                     spectrum_pk = {h.index: self._summary_pks(stage, h.spectrum_table, h, keys[h.index]) for h in sf.hdus}
                     results = ((h, p) for h in sf.hdus for p in _results(sf, h, spectrum_pk[h.index]))
                     stage.upsert(sf.pipeline, where.stream(results))
-                counts = {t: c.offered for t, c in stage.counts.items()}
-                record = {"path": fid.path, "size": fid.size, "mtime": fid.mtime, "sha256": fid.sha256, "format": sf.format}
-                stage.upsert("ingest_files", rows_to_arrow("ingest_files", [record | {"rows": json.dumps(counts)}]))
-                touched = stage.commit()
-            except (ValidationError, IngestError) as exc:
-                stage.discard()
-                hdu, row = where.locate(getattr(exc, "row", None))
-                return Failure.of(fid.path, sf.format, exc, hdu, row)
-            except BaseException:
-                stage.discard()
-                raise
-            for t in touched:
-                write_sidecars(self.catalog.store(t))
-        summary.add(stage.counts)
+                self._record(stage, [(fid, sf.format, {t: c.offered for t, c in stage.counts.items()})], [])
+        except (ValidationError, IngestError) as exc:
+            hdu, row = where.locate(getattr(exc, "row", None))
+            return Failure.of(fid.path, sf.format, exc, hdu, row)
         summary.read += 1
         return None
 

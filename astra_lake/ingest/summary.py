@@ -14,8 +14,9 @@ from __future__ import annotations
 import gzip
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,8 @@ from astra_lake.schema.flags import from_signed32
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
 from astra_lake.schema.versions import version_to_int
+
+T = TypeVar("T")
 
 # The spectrum table of HDU 1 (BOSS) and HDU 2 (APOGEE) of each kind of summary file.
 SPECTRA = {
@@ -57,8 +60,12 @@ PIPELINES = {
 NOT_READ = MANAGED - {"sdss_id"}
 # FITS stores unsigned integers as signed ones with this TZERO (and signed bytes as unsigned with -128).
 UNSIGNED = {("i8", 2**63), ("i4", 2**31), ("i2", 2**15), ("u1", -128)}
-CHUNK_BYTES = 64 * 2**20  # bytes of the file converted at a time
-PART_ROWS = 250_000  # rows handed to the writer at a time (one writer batch)
+CHUNK_BYTES = 16 * 2**20  # bytes of the file converted at a time
+# Rows handed to the writer at a time (one writer batch, one new file per leaf): PART_BYTES of the file,
+# or more for large HDUs, so that one file adds at most MAX_PARTS files to a leaf (the lake's automatic
+# compaction starts at 8); memory then grows with the file but stays below its size.
+PART_BYTES = 96 * 2**20
+MAX_PARTS = 6
 
 
 @dataclass(frozen=True)
@@ -140,8 +147,14 @@ def columns_for(sf: SummaryFile, hdu: Hdu, table: str) -> list[str]:
     return [c.name for c in tbl.columns if c.name in hdu.fields and c.name not in NOT_READ and not c.type.startswith("fixed<")]
 
 
-def parts(sf: SummaryFile, hdu: Hdu, table: str, *, part_rows: int = PART_ROWS) -> Iterator[tuple[int, pa.Table]]:
-    """``(first row, rows)`` of the HDU as Arrow columns of ``table``, ``part_rows`` at a time."""
+def parts(sf: SummaryFile, hdu: Hdu, table: str) -> Iterator[tuple[int, pa.Table]]:
+    """``(first row, rows)`` of the HDU as Arrow columns of ``table``, a part at a time (see PART_BYTES).
+    The next part is read and converted on a thread while the caller writes this one."""
+    rows = max(1, PART_BYTES // hdu.dtype.itemsize, -(-hdu.rows // MAX_PARTS))
+    return _ahead(_parts(sf, hdu, table, rows))
+
+
+def _parts(sf: SummaryFile, hdu: Hdu, table: str, part_rows: int) -> Iterator[tuple[int, pa.Table]]:
     tbl = load_schema().table(table)
     names = columns_for(sf, hdu, table)
     pending: list[pa.Table] = []
@@ -153,6 +166,16 @@ def parts(sf: SummaryFile, hdu: Hdu, table: str, *, part_rows: int = PART_ROWS) 
             yield first, out
             first += out.num_rows
             pending = []
+
+
+def _ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, each produced on a thread while the caller works on the one before (numpy and Arrow
+    release the GIL); an error is raised where the item would have been."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(next, items, None)
+        while (item := future.result()) is not None:
+            future = pool.submit(next, items, None)
+            yield item
 
 
 def _chunks(sf: SummaryFile, hdu: Hdu) -> Iterator[tuple[int, np.ndarray]]:

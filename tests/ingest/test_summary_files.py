@@ -132,7 +132,8 @@ def test_large_files_stream_in_chunks_and_gzip(lake: Lake, tmp_path: Path, monke
     path = factory().make_streamed("astraAllStarASPCAP", tmp_path / "big.fits", {1: 5, 2: 50}, seed=5)
     with fits.open(path) as h:
         monkeypatch.setattr(summary, "CHUNK_BYTES", 7 * h[2].header["NAXIS1"])
-    monkeypatch.setattr(summary, "PART_ROWS", 20)
+        monkeypatch.setattr(summary, "PART_BYTES", 20 * h[2].header["NAXIS1"])
+    monkeypatch.setattr(summary, "MAX_PARTS", 50)
     s = run(lake, path)
     assert s.failed == 0, s.errors
     assert s.rows == {"source": 55, "boss_combined": 5, "apogee_star": 50, "aspcap": 55}

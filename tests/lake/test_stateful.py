@@ -69,7 +69,6 @@ class LakeVersusModel(RuleBasedStateMachine):
     """Drives one table of a fresh lake and the model side by side (subclasses pick the table)."""
 
     table: ClassVar[str]
-    identity: ClassVar[str]
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,7 +197,6 @@ class ResultTable(LakeVersusModel):
     """corv: results keyed by (spectrum_pk, v_astra major.minor)."""
 
     table = "corv"
-    identity = "task_pk"
 
     def setup(self) -> None:
         self.pks = sorted(self.lake.scan("apogee_star").select("spectrum_pk").collect().to_series().to_list())
@@ -264,7 +262,6 @@ class SpectrumTable(LakeVersusModel):
     """apogee_star: spectra keyed by their natural key (release, apred, apstar, telescope, obj)."""
 
     table = "apogee_star"
-    identity = "spectrum_pk"
 
     def setup(self) -> None:
         self.sdss_ids = sorted(self.lake.scan("source").select("sdss_id").collect().to_series().to_list())
