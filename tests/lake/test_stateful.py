@@ -9,6 +9,7 @@ The model is plain Python: a dict from natural key to the row's identity, timest
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -55,6 +56,7 @@ def _template(table: str) -> Path:
     """A lake with 8 sources (and, for result/pixel tables, 8 APOGEE spectra), built once per table;
     automatic compaction after 3 files per leaf so that it happens within a few steps."""
     root = Path(tempfile.mkdtemp(prefix="astra-lake-stateful-")) / "lake"
+    atexit.register(shutil.rmtree, root.parent, ignore_errors=True)
     lake = Lake.init(root)
     marker = root / "lake.json"
     marker.write_text(json.dumps(json.loads(marker.read_text()) | {"auto_compact_min_files": 3}))
