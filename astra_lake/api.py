@@ -114,13 +114,18 @@ class Lake:
             self._latest = (key, Snapshot(self.catalog, None))
         return self._latest[1]
 
-    def connect(self, version: Version = None) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot."""
-        return duck.connect(self.snapshot(version))
+    def connect(self, version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot.
 
-    def sql(self, query: str, version: Version = None) -> pa.Table:
-        """Run one SQL query on a snapshot and return an Arrow table."""
-        return self.connect(version).sql(query).to_arrow_table()
+        It cannot write into the lake: it reaches only the snapshot's files and refuses statements that
+        write files (COPY, EXPORT, ATTACH, INSTALL, ...). ``external_access=True`` also reads your own
+        files (``read_csv('mine.csv')``) and lets ``con.sql(q).write_parquet(path)`` write outside the lake.
+        """
+        return duck.connect(self.snapshot(version), external_access=external_access)
+
+    def sql(self, query: str, version: Version = None, *, external_access: bool = False) -> pa.Table:
+        """Run one SQL query on a snapshot and return an Arrow table (see :meth:`connect`)."""
+        return self.connect(version, external_access=external_access).sql(query).to_arrow_table()
 
     def scan(self, table: str, version: Version = None) -> pl.LazyFrame:
         """A Polars LazyFrame of a table with flag_warn / flag_bad and named flag columns."""
@@ -203,9 +208,9 @@ class Lake:
         return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
 
 
-def connect(path: str | os.PathLike[str], version: Version = None) -> duckdb.DuckDBPyConnection:
-    """``astra_lake.connect(path, version | tag)``: a DuckDB connection over a pinned snapshot."""
-    return Lake(path).connect(version)
+def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """``astra_lake.connect(path, version | tag)``: a read-only DuckDB connection over a pinned snapshot."""
+    return Lake(path).connect(version, external_access=external_access)
 
 
 def scan(path: str | os.PathLike[str], table: str, version: Version = None) -> pl.LazyFrame:
