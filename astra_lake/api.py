@@ -14,6 +14,7 @@ import pyarrow as pa
 from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
+from astra_lake.lake.maintenance import check_retention
 from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
@@ -74,11 +75,14 @@ class Lake:
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:
-        """Every commit, oldest first (lake version, table, Delta version, operation, time, rows)."""
+        """Every commit, oldest first (lake version, table, Delta version, operation, time, rows).
+
+        A log left behind by a killed writer is repaired first."""
+        self.catalog.synced()
         return self.catalog.commits()
 
     def tag(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Name a lake version (default: the latest); tags are immutable and survive vacuum."""
+        """Name a lake version (default: the latest, as readers see it); tags are immutable and survive vacuum."""
         return self.catalog.tag(name, version)
 
     def tags(self) -> dict[str, dict[str, Any]]:
@@ -93,8 +97,10 @@ class Lake:
                 write_sidecars(self.catalog.store(t))
         return out
 
-    def vacuum(self, table: str | None = None, *, retention_hours: int = 168, dry_run: bool = True) -> dict[str, list[str]]:
-        """Delete unreferenced files older than the retention (dry run by default); tags are kept."""
+    def vacuum(self, table: str | None = None, *, retention_hours: float = 168, dry_run: bool = True) -> dict[str, list[str]]:
+        """Delete unreferenced files older than the retention, and files no version ever referenced (left
+        by killed writers); a dry run (listing them) by default. Tagged versions stay readable."""
+        check_retention(retention_hours)
         with self.catalog.writing():
             return {
                 t: _vacuum(self.catalog, t, retention_hours=retention_hours, dry_run=dry_run)
@@ -194,7 +200,8 @@ class Lake:
         return new
 
     def info(self) -> dict[str, Any]:
-        """Tables (rows, files, bytes, Delta version), lake version and tags."""
+        """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
+        self.catalog.synced()
         tables = {}
         for t in self.catalog.existing_tables():
             store = self.catalog.store(t)

@@ -89,26 +89,31 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
     out = []
     sorting = [pq.SortingColumn(rows.column_names.index("_healpix_29"))]
     dictionary, compression, split = _encodings(rows.schema, tbl.codec)
-    for a, b in zip(starts, ends, strict=True):
-        npix = int(pix[a])
-        rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"
-        path = store.dataset / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        chunk = rows.slice(int(a), int(b - a))
-        pq.write_table(
-            chunk,
-            path,
-            row_group_size=tbl.row_group_rows,
-            compression=compression,
-            compression_level={c: 3 for c, codec in compression.items() if codec == "zstd"},
-            use_byte_stream_split=split,
-            write_statistics=True,
-            sorting_columns=sorting,
-            write_page_index=True,
-            use_dictionary=dictionary,
-        )
-        mm = pc.min_max(chunk.column("_healpix_29")).as_py()
-        out.append(DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"]))
+    try:
+        for a, b in zip(starts, ends, strict=True):
+            npix = int(pix[a])
+            rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"
+            path = store.dataset / rel
+            out.append(DataFile(rel, 0, 0, tbl.healpix_order, npix))  # until written: deleted if this fails
+            path.parent.mkdir(parents=True, exist_ok=True)
+            chunk = rows.slice(int(a), int(b - a))
+            pq.write_table(
+                chunk,
+                path,
+                row_group_size=tbl.row_group_rows,
+                compression=compression,
+                compression_level={c: 3 for c, codec in compression.items() if codec == "zstd"},
+                use_byte_stream_split=split,
+                write_statistics=True,
+                sorting_columns=sorting,
+                write_page_index=True,
+                use_dictionary=dictionary,
+            )
+            mm = pc.min_max(chunk.column("_healpix_29")).as_py()
+            out[-1] = DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"])
+    except BaseException:
+        discard(store, out)  # a failed write leaves no staged file behind
+        raise
     return out
 
 

@@ -90,5 +90,5 @@ def test_sigkill_after_commit_is_recovered_without_duplicates(tmp_path: Path) ->
     lake.upsert("apogee_star", next(S.spectra("apogee_star", ids, seed=7)))  # rerun: replaces, never duplicates
     rows = lake.sql("SELECT count(*) AS n, count(DISTINCT spectrum_pk) AS k FROM apogee_star").to_pylist()[0]
     assert rows == {"n": 20, "k": 20}
-    assert [c.operation for c in lake.versions()][-2:] == ["recovered", "upsert"]
+    assert [(c.operation, c.rows) for c in lake.versions()][-2:] == [("recovered upsert", 20), ("upsert", 20)]
     assert np.all(np.diff([c.lake_version for c in lake.versions()]) == 1)
