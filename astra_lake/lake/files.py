@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from astra_lake.errors import AstraLakeError
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.healpix import partition_path, pixel_at_order
+from astra_lake.lake.oserrors import storage_error
 
 
 def sort_rows(table_rows: pa.Table, key: tuple[str, ...]) -> pa.Table:
@@ -111,8 +113,10 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
             )
             mm = pc.min_max(chunk.column("_healpix_29")).as_py()
             out[-1] = DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"])
-    except BaseException:
+    except BaseException as exc:
         discard(store, out)  # a failed write leaves no staged file behind
+        if isinstance(exc, OSError) and not isinstance(exc, AstraLakeError):
+            raise storage_error(exc, store.dataset / out[-1].path if out else store.dataset) from None
         raise
     return out
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from astra_lake.errors import CommitConflictError
-from astra_lake.lake.oserrors import storage_error
+from astra_lake.errors import CommitConflictError, StorageError
+from astra_lake.lake.oserrors import cause
 
 
 @contextmanager
@@ -20,10 +20,11 @@ def exclusive(path: Path, timeout: float = 600.0) -> Iterator[None]:
 
     A lock that cannot be created or opened (read-only lake, no permission) is a :class:`StorageError`."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise storage_error(exc, path, "cannot take the lock") from None
+        raise StorageError(f"{path}: cannot take the lock ({cause(exc, path)})") from None
     deadline = time.monotonic() + timeout
     try:
         while True:
