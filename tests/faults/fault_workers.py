@@ -136,9 +136,8 @@ def writer(lake_path: str, worker: int, rounds: int, start_at: float) -> None:
         lake.upsert("source", new)
 
 
-def maintain(lake_path: str) -> None:
-    """Compaction and vacuum while readers read."""
+def maintain(lake_path: str, retention_hours: float) -> None:
+    """Compaction, then vacuum, while readers read."""
     lake = Lake(lake_path)
     lake.compact()
-    lake.vacuum(dry_run=False)
-    lake.vacuum("aspcap", retention_hours=0, dry_run=False)
+    lake.vacuum(retention_hours=retention_hours, dry_run=False)
