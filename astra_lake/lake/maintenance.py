@@ -4,11 +4,13 @@ unreferenced files, never those of a tagged version)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import defaultdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.catalog import Catalog
@@ -94,26 +96,13 @@ def vacuum(catalog: Catalog, table: str, *, retention_hours: float = 168, dry_ru
         return []
     dt = store.delta()
     keep = sorted({int(t["tables"][table]) for t in catalog.tags().values() if table in t["tables"]})
-    old = _absolute(
-        store,
-        dt.vacuum(
-            retention_hours=int(retention_hours),
-            dry_run=True,
-            enforce_retention_duration=False,
-            full=True,
-            keep_versions=keep or None,
-        ),
-    )
-    orphans = [p for p in _never_committed(store) if p not in set(old)]
+    hours = math.ceil(retention_hours)  # Delta takes whole hours: never keep less than asked
+    old = _absolute(store, _delta_vacuum(dt, hours, keep, dry_run=True))
+    every = list(range(dt.version() + 1))  # with every version kept, what is left is what none referenced
+    orphans = [p for p in _absolute(store, _delta_vacuum(dt, 0, every, dry_run=True)) if p not in set(old)]
     if not dry_run:
         if old:
-            dt.vacuum(
-                retention_hours=int(retention_hours),
-                dry_run=False,
-                enforce_retention_duration=False,
-                full=True,
-                keep_versions=keep or None,
-            )
+            _delta_vacuum(dt, hours, keep, dry_run=False)
             catalog.repair_log()  # logs vacuum's own Delta commits
         for path in orphans:
             with contextlib.suppress(FileNotFoundError):
@@ -127,12 +116,11 @@ def check_retention(hours: object) -> None:
         raise InvalidArgumentError(f"vacuum: retention_hours must be a number of hours >= 0, not {hours!r}")
 
 
-def _never_committed(store: DeltaStore) -> list[str]:
-    """Data files that no version of the table references (vacuum with every version kept lists them)."""
-    dt = store.delta()
-    every = list(range(dt.version() + 1))
-    listed = dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True, keep_versions=every)
-    return _absolute(store, listed)
+def _delta_vacuum(dt: DeltaTable, hours: int, keep: list[int], *, dry_run: bool) -> list[str]:
+    """Delta's vacuum of every file (``full``) not referenced by versions within ``hours`` nor by ``keep``."""
+    return list(
+        dt.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False, full=True, keep_versions=keep or None)
+    )
 
 
 def _absolute(store: DeltaStore, paths: list[str]) -> list[str]:

@@ -109,31 +109,23 @@ class LakeRelation(_Relation):
         return self._owner._wrap(_translated(self._rel.query)(virtual_table_name, sql_query))
 
     def write_parquet(self, file_name: str, **options: Any) -> None:
-        if self._writes_itself(file_name, options):
-            _translated(self._rel.write_parquet)(file_name, **options)
-            return
-        reader = self._rel.to_arrow_reader()
-        with pq.ParquetWriter(file_name, reader.schema) as out:
-            for batch in reader:
-                out.write_batch(batch)
+        self._write_outside(file_name, options, self._rel.write_parquet, pq.ParquetWriter)
 
     def write_csv(self, file_name: str, **options: Any) -> None:
-        if self._writes_itself(file_name, options):
-            _translated(self._rel.write_csv)(file_name, **options)
-            return
-        reader = self._rel.to_arrow_reader()
-        with pacsv.CSVWriter(file_name, reader.schema) as out:
-            for batch in reader:
-                out.write_batch(batch)
+        self._write_outside(file_name, options, self._rel.write_csv, pacsv.CSVWriter)
 
-    def _writes_itself(self, file_name: str, options: dict[str, Any]) -> bool:
-        """Whether DuckDB writes the file (external access) or pyarrow does (DuckDB may open no new path)."""
+    def _write_outside(self, file_name: str, options: dict[str, Any], by_duckdb: Callable[..., None], by_arrow: Any) -> None:
+        """Outside the lake only: by DuckDB with external access, else by pyarrow (DuckDB may open no new path)."""
         self._owner._refuse_inside(file_name)
         if self._owner.external_access:
-            return True
+            _translated(by_duckdb)(file_name, **options)
+            return
         if options:
             raise QueryRefusedError(f"write options {sorted(options)} need a connection with external_access=True")
-        return False
+        reader = self._rel.to_arrow_reader()
+        with by_arrow(file_name, reader.schema) as out:
+            for batch in reader:
+                out.write_batch(batch)
 
     to_parquet = write_parquet
     to_csv = write_csv
