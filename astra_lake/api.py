@@ -14,6 +14,7 @@ import pyarrow as pa
 from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
+from astra_lake.lake.maintenance import check_retention
 from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
@@ -74,11 +75,14 @@ class Lake:
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:
-        """Every commit, oldest first (lake version, table, Delta version, operation, time, rows)."""
+        """Every commit, oldest first (lake version, table, Delta version, operation, time, rows).
+
+        A log left behind by a killed writer is repaired first."""
+        self.catalog.synced()
         return self.catalog.commits()
 
     def tag(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Name a lake version (default: the latest); tags are immutable and survive vacuum."""
+        """Name a lake version (default: the latest, as readers see it); tags are immutable and survive vacuum."""
         return self.catalog.tag(name, version)
 
     def tags(self) -> dict[str, dict[str, Any]]:
@@ -93,8 +97,10 @@ class Lake:
                 write_sidecars(self.catalog.store(t))
         return out
 
-    def vacuum(self, table: str | None = None, *, retention_hours: int = 168, dry_run: bool = True) -> dict[str, list[str]]:
-        """Delete unreferenced files older than the retention (dry run by default); tags are kept."""
+    def vacuum(self, table: str | None = None, *, retention_hours: float = 168, dry_run: bool = True) -> dict[str, list[str]]:
+        """Delete unreferenced files older than the retention, and files no version ever referenced (left
+        by killed writers); a dry run (listing them) by default. Tagged versions stay readable."""
+        check_retention(retention_hours)
         with self.catalog.writing():
             return {
                 t: _vacuum(self.catalog, t, retention_hours=retention_hours, dry_run=dry_run)
@@ -114,13 +120,18 @@ class Lake:
             self._latest = (key, Snapshot(self.catalog, None))
         return self._latest[1]
 
-    def connect(self, version: Version = None) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot."""
-        return duck.connect(self.snapshot(version))
+    def connect(self, version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot.
 
-    def sql(self, query: str, version: Version = None) -> pa.Table:
-        """Run one SQL query on a snapshot and return an Arrow table."""
-        return self.connect(version).sql(query).to_arrow_table()
+        It cannot write into the lake: it reaches only the snapshot's files and refuses statements that
+        write files (COPY, EXPORT, ATTACH, INSTALL, ...). ``external_access=True`` also reads your own
+        files (``read_csv('mine.csv')``) and lets ``con.sql(q).write_parquet(path)`` write outside the lake.
+        """
+        return duck.connect(self.snapshot(version), external_access=external_access)
+
+    def sql(self, query: str, version: Version = None, *, external_access: bool = False) -> pa.Table:
+        """Run one SQL query on a snapshot and return an Arrow table (see :meth:`connect`)."""
+        return self.connect(version, external_access=external_access).sql(query).to_arrow_table()
 
     def scan(self, table: str, version: Version = None) -> pl.LazyFrame:
         """A Polars LazyFrame of a table with flag_warn / flag_bad and named flag columns."""
@@ -189,7 +200,8 @@ class Lake:
         return new
 
     def info(self) -> dict[str, Any]:
-        """Tables (rows, files, bytes, Delta version), lake version and tags."""
+        """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
+        self.catalog.synced()
         tables = {}
         for t in self.catalog.existing_tables():
             store = self.catalog.store(t)
@@ -203,9 +215,9 @@ class Lake:
         return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
 
 
-def connect(path: str | os.PathLike[str], version: Version = None) -> duckdb.DuckDBPyConnection:
-    """``astra_lake.connect(path, version | tag)``: a DuckDB connection over a pinned snapshot."""
-    return Lake(path).connect(version)
+def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """``astra_lake.connect(path, version | tag)``: a read-only DuckDB connection over a pinned snapshot."""
+    return Lake(path).connect(version, external_access=external_access)
 
 
 def scan(path: str | os.PathLike[str], table: str, version: Version = None) -> pl.LazyFrame:

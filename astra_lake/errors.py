@@ -57,6 +57,46 @@ class CommitConflictError(AstraLakeError):
     """A concurrent writer changed the table and the commit could not be retried."""
 
 
+class InvalidArgumentError(AstraLakeError, ValueError):
+    """An argument of a call is out of range or of the wrong kind; nothing was done."""
+
+
+class TagExistsError(AstraLakeError, ValueError):
+    """A tag name is taken; tags are immutable."""
+
+
+class StorageError(AstraLakeError, OSError):
+    """The lake's files could not be written or locked (read-only, disk full, permission denied).
+
+    The message names the path and the cause; nothing was committed by the call that raised it."""
+
+
+class CommittedWithErrorsError(AstraLakeError):
+    """The call's data WAS committed, but a step after the commit failed (its lake-log line, the automatic
+    compaction, the HATS sidecars). The attributes say exactly what is stored; do not write it again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str,
+        operation: str,
+        rows: int,
+        delta_version: int,
+        lake_version: int | None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.operation = operation
+        self.rows = rows
+        self.delta_version = delta_version
+        self.lake_version = lake_version  # None when the log line itself could not be written
+
+
+class QueryRefusedError(AstraLakeError, PermissionError):
+    """A statement on a lake connection was refused: it could write files, or it reads outside the snapshot."""
+
+
 class IngestError(AstraLakeError):
     """A file could not be ingested; the message names the file and the reason, and ``hdu``, ``row``
     (within that HDU) and ``column`` locate it where known."""
@@ -71,10 +111,15 @@ class IngestError(AstraLakeError):
 __all__ = [
     "AstraLakeError",
     "CommitConflictError",
+    "CommittedWithErrorsError",
     "FlagError",
     "IngestError",
+    "InvalidArgumentError",
     "LakeNotFoundError",
+    "QueryRefusedError",
     "SchemaError",
+    "StorageError",
+    "TagExistsError",
     "UndefinedSummaryFlagError",
     "UnknownTableError",
     "ValidationError",

@@ -10,14 +10,17 @@ Layout::
     <lake>/<table>/hats.properties, partition_info.csv   HATS sidecars for LSDB/Dask
 
 A *lake version* N is the state after the N-th commit to any table. Delta is the truth for table
-contents; the log only names versions, and it repairs itself if a writer died between the Delta
-commit and the log line.
+contents; the log only names versions. It repairs itself under the writer lock (before every write,
+and before tags, versions and info are read): a torn last line (a writer killed while appending it)
+is dropped, and Delta commits without a line (a writer killed between its Delta commit and its log
+line, or vacuum's own commits) are logged from the Delta commit information.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +29,18 @@ from typing import Any
 
 import duckdb
 
-from astra_lake.errors import LakeNotFoundError, VersionNotFoundError
-from astra_lake.lake.delta_store import DeltaStore
+from astra_lake.errors import (
+    AstraLakeError,
+    CommittedWithErrorsError,
+    LakeNotFoundError,
+    StorageError,
+    TagExistsError,
+    VersionNotFoundError,
+)
+from astra_lake.lake.delta_store import DataFile, DeltaStore
+from astra_lake.lake.files import discard
 from astra_lake.lake.locks import atomic_write_text, exclusive
+from astra_lake.lake.oserrors import cause, storage_error
 from astra_lake.lake.sequences import Sequences
 from astra_lake.schema.loader import Schema, load_schema
 
@@ -60,17 +72,23 @@ class Catalog:
         self.sequences = Sequences(self.meta)
         self._stores: dict[str, DeltaStore] = {}
         self._duck: duckdb.DuckDBPyConnection | None = None
+        self._committed: list[Commit] = []  # logged in the current writing() block
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: Path) -> Catalog:
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+        if root.exists() and not root.is_dir():
+            raise StorageError(f"{root}: exists and is not a directory; a lake is a directory")
         marker = root / "lake.json"
-        if not marker.exists():
-            (root / "_meta").mkdir(exist_ok=True)
-            info = {"format": FORMAT, "schema_version": 1, "created": _now()}
-            atomic_write_text(marker, json.dumps(info, indent=1))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                (root / "_meta").mkdir(exist_ok=True)
+                info = {"format": FORMAT, "schema_version": 1, "created": _now()}
+                atomic_write_text(marker, json.dumps(info, indent=1))
+        except OSError as exc:
+            raise storage_error(exc, root, "cannot create a lake") from None
         return cls(root)
 
     @classmethod
@@ -108,10 +126,87 @@ class Catalog:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """The lake-wide writer lock: writers queue, readers never wait."""
-        with exclusive(self.meta / "write.lock"):
-            self.repair_log()
-            yield
+        """The lake-wide writer lock: writers queue, readers never wait. The log is repaired first.
+
+        An OS fault inside (read-only lake, disk full, permission denied) becomes a one-line
+        :class:`StorageError` naming the path and the cause, or, once something was committed in the
+        block, a :class:`CommittedWithErrorsError` that says what was."""
+        self._committed = []
+        try:
+            with exclusive(self.meta / "write.lock"):
+                self.repair_log()
+                self._committed = []
+                yield
+        except OSError as exc:
+            if isinstance(exc, AstraLakeError):
+                raise
+            if self._committed:
+                raise _after(self._committed, storage_error(exc, self.root)) from exc
+            raise storage_error(exc, self.root) from None
+        finally:
+            self._committed = []
+
+    # -- committing -------------------------------------------------------------------------------
+    def commit(
+        self,
+        table: str,
+        adds: list[DataFile],
+        removes: list[DataFile],
+        operation: str,
+        rows: int,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Make staged files visible in one Delta commit and log it (hold :meth:`writing`); the lake version.
+
+        If the commit does not land, the staged ``adds`` are deleted and the error is raised. If it lands
+        but a step after it fails (its Delta checkpoint, its log line), :class:`CommittedWithErrorsError`
+        says exactly what is stored."""
+        store = self.store(table)
+        try:
+            if not store.exists():
+                store.create()  # Delta version 0: the empty table (never a lake version of its own)
+            before = store.latest_version()
+        except BaseException:
+            discard(store, adds)
+            raise
+        failure: BaseException | None = None
+        try:
+            version = store.commit(adds, removes, operation, {"rows": rows, **(metadata or {})})
+        except BaseException as exc:
+            try:
+                landed = store.landed_after(before)
+            except Exception:
+                raise exc from None  # cannot tell: the staged files stay (vacuum lists them)
+            if landed is None:
+                discard(store, adds)  # nothing references them
+                if isinstance(exc, OSError) and not isinstance(exc, AstraLakeError):
+                    raise storage_error(exc, store.dataset / "_delta_log", f"cannot commit to {table}") from None
+                raise
+            version, failure = landed, exc
+        done = f"{table}: {operation} of {rows:,} rows committed as Delta version {version}"
+        try:
+            lake_version = self.record(table, version, operation, rows)
+        except Exception as exc:
+            raise CommittedWithErrorsError(
+                f"{done}, but its line in {self.log_path} could not be written ({cause(exc, self.log_path)}); "
+                "the next write logs it: do not write the data again",
+                table=table,
+                operation=operation,
+                rows=rows,
+                delta_version=version,
+                lake_version=None,
+            ) from exc
+        if failure is not None:
+            raise CommittedWithErrorsError(
+                f"{done} (lake version {lake_version}), but a step after the commit failed "
+                f"({cause(failure, store.dataset / '_delta_log')}); do not write the data again",
+                table=table,
+                operation=operation,
+                rows=rows,
+                delta_version=version,
+                lake_version=lake_version,
+            ) from failure
+        return lake_version
 
     # -- log ------------------------------------------------------------------------------------
     @property
@@ -119,32 +214,86 @@ class Catalog:
         return self.meta / "log.jsonl"
 
     def commits(self) -> list[Commit]:
+        """The logged commits, oldest first (a torn last line is left out until the log is repaired)."""
+        return self._read_log()[0]
+
+    def _read_log(self) -> tuple[list[Commit], int]:
+        """The commits of the log and the length in bytes of the lines they come from: anything after is a
+        torn line (a writer died while appending it), dropped by the repair."""
         if not self.log_path.exists():
-            return []
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            if line.strip():
+            return [], 0
+        data = self.log_path.read_bytes()
+        end = data.rfind(b"\n") + 1  # a tail without its newline is torn
+        lines = data[:end].split(b"\n")[:-1]
+        out: list[Commit] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
                 out.append(Commit(**json.loads(line)))
-        return out
+            except (ValueError, TypeError):
+                if number == len(lines):  # torn, then appended to: also a tail to drop
+                    return out, end - len(line) - 1
+                raise StorageError(
+                    f"{self.log_path}: line {number} is not a commit record; the lake log is damaged "
+                    "(move it away: it is re-derived from the Delta logs)"
+                ) from None
+        return out, end
 
     def record(self, table: str, delta_version: int, operation: str, rows: int = 0) -> int:
         """Append a commit to the log (call with the writer lock held); returns the lake version."""
         version = len(self.commits()) + 1
         entry = Commit(version, table, delta_version, operation, _now(), rows)
-        with open(self.log_path, "a") as fh:
-            fh.write(json.dumps(entry.__dict__) + "\n")
-            fh.flush()
+        line = (json.dumps(entry.__dict__) + "\n").encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(f"{self.log_path}: short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._committed.append(entry)
         return version
 
-    def repair_log(self) -> None:
-        """Log Delta commits that a killed writer made but did not record."""
+    def lagging(self) -> bool:
+        """Whether the log has a torn tail or lacks Delta commits (a writer died, or is between the two)."""
+        commits, good = self._read_log()
+        if self.log_path.exists() and good != self.log_path.stat().st_size:
+            return True
         logged: dict[str, int] = {}
-        for c in self.commits():
-            logged[c.table] = max(logged.get(c.table, -1), c.delta_version)
+        for c in commits:
+            logged[c.table] = max(logged.get(c.table, 0), c.delta_version)
+        return any(self.store(t).latest_version() > logged.get(t, 0) for t in self.existing_tables())
+
+    def synced(self) -> None:
+        """Repair the log before acting on it, if it needs repair (waits for a writer in progress)."""
+        if self.lagging():
+            with self.writing():
+                pass
+
+    def repair_log(self) -> None:
+        """Drop a torn last line and log the Delta commits that have no line (call with the writer lock held).
+
+        Commits a killed writer made are logged as ``recovered <operation>`` with their row count; Delta's
+        own commits (vacuum) under their operation, in the order the commits were made."""
+        commits, good = self._read_log()
+        if self.log_path.exists() and good != self.log_path.stat().st_size:
+            os.truncate(self.log_path, good)
+        logged: dict[str, int] = {}
+        for c in commits:
+            logged[c.table] = max(logged.get(c.table, 0), c.delta_version)
+        missing: list[tuple[int, str, int, str, int]] = []
         for table in self.existing_tables():
-            latest = self.store(table).latest_version()
-            for v in range(logged.get(table, 0) + 1, latest + 1):  # version 0 is the empty table
-                self.record(table, v, "recovered")
+            store = self.store(table)
+            latest = store.latest_version()
+            if latest <= logged.get(table, 0):
+                continue
+            for info in store.delta().history(latest - logged.get(table, 0)):
+                version = int(info["version"])
+                if version > logged.get(table, 0):  # version 0 is the empty table, never logged
+                    missing.append((int(info.get("timestamp", 0)), table, version, *_operation(info)))
+        for _, table, version, operation, rows in sorted(missing):
+            self.record(table, version, operation, rows)
 
     @property
     def version(self) -> int:
@@ -169,11 +318,14 @@ class Catalog:
         return json.loads(self.tags_path.read_text()) if self.tags_path.exists() else {}
 
     def tag(self, name: str, lake_version: int | None = None, *, force: bool = False) -> dict[str, Any]:
-        """Name a lake version (latest when None) so it stays readable forever (vacuum keeps it)."""
+        """Name a lake version (latest when None) so it stays readable forever (vacuum keeps it).
+
+        The log is repaired first, so "latest" is what readers of the latest version see."""
+        self.synced()
         with exclusive(self.meta / "tags.lock"):
             tags = self.tags()
             if name in tags and not force:
-                raise ValueError(f"tag {name!r} already names lake version {tags[name]['lake_version']}; tags are immutable")
+                raise TagExistsError(f"tag {name!r} already names lake version {tags[name]['lake_version']}; tags are immutable")
             version = self.version if lake_version is None else lake_version
             entry = {"lake_version": version, "tables": self.table_versions(version), "created": _now()}
             tags[name] = entry
@@ -190,6 +342,29 @@ class Catalog:
                 raise VersionNotFoundError(f"no tag {version!r}; tags: {', '.join(sorted(tags)) or '(none)'}")
             return {k: int(v) for k, v in tags[version]["tables"].items()}
         return self.table_versions(int(version))
+
+
+def _after(commits: list[Commit], error: Exception) -> CommittedWithErrorsError:
+    """What a block committed before ``error`` (the attributes are those of the last commit)."""
+    done = ", ".join(f"{c.table} {c.operation} of {c.rows:,} rows as lake version {c.lake_version}" for c in commits)
+    last = commits[-1]
+    return CommittedWithErrorsError(
+        f"committed {done}; then {error}; the data is stored: do not write it again",
+        table=last.table,
+        operation=last.operation,
+        rows=last.rows,
+        delta_version=last.delta_version,
+        lake_version=last.lake_version,
+    )
+
+
+def _operation(info: dict[str, Any]) -> tuple[str, int]:
+    """(log operation, rows) of an unlogged Delta commit, from its commit information."""
+    ours = info.get("astra_lake.operation")
+    if ours is not None:
+        return f"recovered {ours}", int(info.get("rows", 0) or 0)
+    delta = str(info.get("operation", "unknown")).lower()
+    return ("vacuum" if delta.startswith("vacuum") else f"recovered {delta}"), 0
 
 
 def _now() -> str:

@@ -20,8 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from astra_lake.errors import AstraLakeError
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.healpix import partition_path, pixel_at_order
+from astra_lake.lake.oserrors import storage_error
 
 WRITERS = os.cpu_count() or 1  # leaf files encoded at once
 
@@ -114,20 +116,26 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
         npix = int(pix[a])
         rel = f"{partition_path(tbl.healpix_order, npix)}/part-{uuid.uuid4().hex}.parquet"
         path = store.dataset / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         chunk = rows.slice(a, b - a)
-        pq.write_table(
-            chunk,
-            path,
-            row_group_size=group_rows,
-            compression=compression,
-            compression_level={c: 3 for c, codec in compression.items() if codec == "zstd"},
-            use_byte_stream_split=split,
-            write_statistics=True,
-            sorting_columns=sorting,
-            write_page_index=True,
-            use_dictionary=dictionary,
-        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(
+                chunk,
+                path,
+                row_group_size=group_rows,
+                compression=compression,
+                compression_level={c: 3 for c, codec in compression.items() if codec == "zstd"},
+                use_byte_stream_split=split,
+                write_statistics=True,
+                sorting_columns=sorting,
+                write_page_index=True,
+                use_dictionary=dictionary,
+            )
+        except BaseException as exc:
+            path.unlink(missing_ok=True)  # a failed write leaves no partial file behind
+            if isinstance(exc, OSError) and not isinstance(exc, AstraLakeError):
+                raise storage_error(exc, path) from None
+            raise
         mm = pc.min_max(chunk.column("_healpix_29")).as_py()
         return DataFile(rel, os.path.getsize(path), chunk.num_rows, tbl.healpix_order, npix, mm["min"], mm["max"])
 
@@ -140,7 +148,7 @@ def write_leaf_files(store: DeltaStore, rows: pa.Table) -> list[DataFile]:
         except BaseException as exc:
             failed = failed or exc
     if failed is not None:
-        discard(store, out)
+        discard(store, out)  # a failed write leaves no staged file behind
         raise failed
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -9,14 +10,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from astra_lake.errors import CommitConflictError
+from astra_lake.errors import CommitConflictError, StorageError
+from astra_lake.lake.oserrors import cause
 
 
 @contextmanager
 def exclusive(path: Path, timeout: float = 600.0) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing); wait up to ``timeout`` seconds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold an exclusive lock on ``path`` (created if missing); wait up to ``timeout`` seconds.
+
+    A lock that cannot be created or opened (read-only lake, no permission) is a :class:`StorageError`."""
+    try:
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot take the lock ({cause(exc, path)})") from None
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -35,8 +43,13 @@ def exclusive(path: Path, timeout: float = 600.0) -> Iterator[None]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a small file so that readers see either the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

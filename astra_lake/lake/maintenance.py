@@ -3,14 +3,19 @@ unreferenced files, never those of a tagged version)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 from collections import defaultdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
+from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.conform import storage_schema
-from astra_lake.lake.delta_store import DataFile
+from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 
 COMPACT_TARGET_BYTES = 512 * 2**20  # a merged file grows to about this size; larger files stay as they are
@@ -46,8 +51,8 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2, tiered: bool = 
         discard(store, added)
         raise
     if removed:
-        version = store.commit(added, removed, "compact", {"files_removed": len(removed)})
-        catalog.record(table, version, "compact", sum(f.num_rows for f in added))
+        rows = sum(f.num_rows for f in added)
+        catalog.commit(table, added, removed, "compact", rows, {"files_removed": len(removed)})
     return {"leaves": len({f.npix for f in removed}), "files_removed": len(removed), "files_added": len(added)}
 
 
@@ -78,21 +83,45 @@ def _groups(files: list[DataFile]) -> list[list[DataFile]]:
     return [g for g in out if len(g) > 1]
 
 
-def vacuum(catalog: Catalog, table: str, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
-    """Delete files no version within ``retention_hours`` (nor any tagged version) references.
+def vacuum(catalog: Catalog, table: str, *, retention_hours: float = 168, dry_run: bool = True) -> list[str]:
+    """Delete files no version within ``retention_hours`` (nor any tagged version) references, and files
+    no version ever referenced (left by killed or failed writers), whatever their age.
 
-    ``dry_run`` (the default) only lists them. Files of killed writers (never committed) go too.
+    ``dry_run`` (the default) only lists them. Call with the writer lock held (no writer is staging
+    files then); Delta's own vacuum commits are logged as ``vacuum``.
     """
+    check_retention(retention_hours)
     store = catalog.store(table)
     if not store.exists():
         return []
+    dt = store.delta()
     keep = sorted({int(t["tables"][table]) for t in catalog.tags().values() if table in t["tables"]})
+    hours = math.ceil(retention_hours)  # Delta takes whole hours: never keep less than asked
+    old = _absolute(store, _delta_vacuum(dt, hours, keep, dry_run=True))
+    every = list(range(dt.version() + 1))  # with every version kept, what is left is what none referenced
+    orphans = [p for p in _absolute(store, _delta_vacuum(dt, 0, every, dry_run=True)) if p not in set(old)]
+    if not dry_run:
+        if old:
+            _delta_vacuum(dt, hours, keep, dry_run=False)
+            catalog.repair_log()  # logs vacuum's own Delta commits
+        for path in orphans:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+    return sorted([*old, *orphans])
+
+
+def check_retention(hours: object) -> None:
+    """Refuse a retention that is not a number of hours >= 0."""
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not hours >= 0:
+        raise InvalidArgumentError(f"vacuum: retention_hours must be a number of hours >= 0, not {hours!r}")
+
+
+def _delta_vacuum(dt: DeltaTable, hours: int, keep: list[int], *, dry_run: bool) -> list[str]:
+    """Delta's vacuum of every file (``full``) not referenced by versions within ``hours`` nor by ``keep``."""
     return list(
-        store.delta().vacuum(
-            retention_hours=retention_hours,
-            dry_run=dry_run,
-            enforce_retention_duration=False,
-            full=True,
-            keep_versions=keep or None,
-        )
+        dt.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False, full=True, keep_versions=keep or None)
     )
+
+
+def _absolute(store: DeltaStore, paths: list[str]) -> list[str]:
+    return [p if os.path.isabs(p) else str(store.dataset / p) for p in paths]

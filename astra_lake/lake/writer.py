@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from astra_lake.errors import ValidationError
+from astra_lake.errors import CommittedWithErrorsError, ValidationError
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.conform import as_arrow, conform, first_row, is_pandas, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
@@ -119,6 +119,8 @@ class Writer:
         rows = self._checked(tbl, as_arrow(data, table), dt.datetime.now(dt.UTC))
         clash = self._existing(store.paths(), rows, tbl.upsert_key)
         if clash.num_rows:
+            if clash.num_rows == rows.num_rows and self._stored_as_offered(store, tbl, rows):
+                return self.catalog.version  # a retry of a write that was committed (CommittedWithErrorsError)
             example = {k: clash.column(k)[0].as_py() for k in tbl.upsert_key}
             raise ValidationError(f"{table}: {clash.num_rows} row(s) already exist, e.g. {example}; use upsert to replace them")
         dups = self._duplicate_keys(rows, tbl.upsert_key)
@@ -171,15 +173,29 @@ class Writer:
         return store.table, store
 
     def _commit(self, store: DeltaStore, adds: list[DataFile], removes: list[DataFile], operation: str, rows: int) -> int:
+        """Commit the staged files (deleted if the commit does not land), then the automatic compaction.
+
+        Anything failing after the data's commit raises :class:`CommittedWithErrorsError`, which says what
+        is stored; the data stays committed."""
         if not adds and not removes:
             return self.catalog.version
-        if not store.exists():
-            store.create()  # Delta version 0: the empty table (never a lake version of its own)
-        version = store.commit(adds, removes, operation, {"rows": rows})
-        lake_version = self.catalog.record(store.table.name, version, operation, rows)
-        min_files = int(self.catalog.settings["auto_compact_min_files"])
-        if min_files > 0:  # the policy: merge leaves this write left with many files (the next version)
-            compact(self.catalog, store.table.name, min_files=min_files, tiered=True)
+        table = store.table.name
+        lake_version = self.catalog.commit(table, adds, removes, operation, rows)
+        try:
+            min_files = int(self.catalog.settings["auto_compact_min_files"])
+            if min_files > 0:  # the policy: merge leaves this write left with many files (the next version)
+                compact(self.catalog, table, min_files=min_files, tiered=True)
+        except Exception as exc:
+            raise CommittedWithErrorsError(
+                f"{table}: {operation} of {rows:,} rows committed as lake version {lake_version}, but the automatic "
+                f"compaction after it failed: {_first_line(exc)}; the data is stored: do not write it again "
+                "(astra-lake compact merges the leaves later)",
+                table=table,
+                operation=operation,
+                rows=rows,
+                delta_version=self.catalog.table_versions(lake_version)[table],
+                lake_version=lake_version,
+            ) from exc
         return lake_version
 
     def _paths(self, table: str) -> list[str]:
@@ -325,6 +341,18 @@ class Writer:
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
         return con.sql(f"SELECT i.* FROM incoming i SEMI JOIN {parquet_scan(paths, ', '.join(key))} e ON {cond}").to_arrow_table()
 
+    def _stored_as_offered(self, store: DeltaStore, tbl: Table, rows: pa.Table) -> bool:
+        """Whether every offered row is stored with the values offered (columns left null are not compared;
+        ``created`` / ``modified`` are the lake's)."""
+        cols = [c for c in rows.column_names if c not in ("created", "modified")]
+        con = self.catalog.duck()
+        con.register("incoming", rows.select(cols))
+        on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in tbl.upsert_key)
+        same = " AND ".join(f"(i.{c} IS NULL OR i.{c} IS NOT DISTINCT FROM e.{c})" for c in cols)
+        stored = parquet_scan(store.paths(), ", ".join(cols))
+        found = con.execute(f"SELECT count(*) FROM incoming i JOIN {stored} e ON {on} WHERE {same}").fetchone()
+        return found is not None and found[0] == rows.num_rows
+
     @staticmethod
     def _duplicate_keys(rows: pa.Table, key: tuple[str, ...]) -> dict[str, Any] | None:
         if rows.num_rows < 2:
@@ -409,6 +437,11 @@ class Writer:
         scan = parquet_scan(store.paths(files))
         kept = con.sql(f"SELECT e.* FROM {scan} e ANTI JOIN incoming i ON {cond}").to_arrow_table()
         return pa.Table.from_arrays([kept.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _last_per_key(rows: pa.Table, key: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:

@@ -1,11 +1,19 @@
-"""DuckDB connections over a snapshot: the SQL library, one view per table, convenience joins."""
+"""DuckDB connections over a snapshot: the SQL library, one view per table, convenience joins.
+
+Connections are read-only with respect to the lake (:mod:`astra_lake.query.connection`)."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
 
 import duckdb
 
 from astra_lake.lake.conform import storage_schema
 from astra_lake.lake.writer import parquet_scan
+from astra_lake.query.connection import LakeConnection
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.generate import sql_library_path
 from astra_lake.schema.model import Table
@@ -65,10 +73,39 @@ def _create_summary_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, tab
     )
 
 
-def connect(snapshot: Snapshot, *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the SQL library and views over exactly the snapshot's files."""
-    con = duckdb.connect(database)
+def connect(snapshot: Snapshot, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the SQL library and views over exactly the snapshot's files.
+
+    It reaches only those files (``external_access=True``: any file, to join your own data), refuses
+    statements that write files or load code, and its configuration is locked."""
+    root = snapshot.catalog.root
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_persistent_secrets": False,
+            "temp_directory": _spill_directory(root),
+        }
+    )
     con.execute("SET parquet_metadata_cache = true")  # footers of wide files are parsed once per connection
     load_sql_library(con)
     create_views(con, snapshot)
-    return con
+    _lock(con, snapshot, external_access)
+    return LakeConnection(con, root, external_access=external_access)
+
+
+def _lock(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, external_access: bool) -> None:
+    """Allow exactly the snapshot's data files (unless ``external_access``), then lock the configuration."""
+    if not external_access:
+        paths = [p for t in snapshot.catalog.existing_tables() for p in snapshot.paths(t)]
+        if paths:
+            con.execute("SET allowed_paths = [" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]")
+        con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _spill_directory(root: Path) -> str:
+    """Where DuckDB may spill (never inside the lake; its default is ./.tmp, wherever the user stands)."""
+    spill = Path(tempfile.gettempdir()) / f"astra-lake-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    real, lake = os.path.realpath(spill), os.path.realpath(root)
+    return "" if real == lake or real.startswith(lake + os.sep) else str(spill)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from astra_lake.errors import VersionNotFoundError
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.delta_store import DataFile
 
@@ -30,7 +32,19 @@ class Snapshot:
             v = self.table_versions.get(table) if self.table_versions is not None else None
             store = self.catalog.store(table)
             self._files[table] = store.files(v) if v is not None and store.exists() else []
+            if self.version is not None:  # an old version: vacuum may have deleted its files
+                self._check_readable(table, v)
         return self._files[table]
+
+    def _check_readable(self, table: str, delta_version: int | None) -> None:
+        store = self.catalog.store(table)
+        gone = [f for f in self._files[table] if not os.path.exists(store.abspath(f))]
+        if gone:
+            raise VersionNotFoundError(
+                f"lake version {self.version} is no longer readable: vacuum deleted {len(gone)} of the "
+                f"{len(self._files[table])} files of {table} (Delta version {delta_version}), e.g. {gone[0].path}; "
+                "tag a version to keep it"
+            )
 
     def paths(self, table: str) -> list[str]:
         return self.catalog.store(table).paths(self.files(table))
