@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 from collections.abc import Callable
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_staging_that_fails_half_way_leaves_no_file(lake: Lake, monkeypatch: pyt
     monkeypatch.setattr(files_mod.pq, "write_table", third_fails)
     with pytest.raises(StorageError, match="no space left on device"):
         lake.write("source", NEW)
-    assert third_fails.calls == 3  # type: ignore[attr-defined]
+    assert third_fails.calls >= 3  # leaves are written in parallel: the others may still be written, then deleted  # type: ignore[attr-defined]
     assert on_disk(lake, "source") == before
 
 
@@ -161,4 +162,4 @@ def _storage_rows(lake: Lake) -> pa.Table:
     tbl = lake.catalog.schema.table("source")
     data = conform(tbl, S.sources(5, seed=8, first_sdss_id=7 * 10**6))
     writer = writer_mod.Writer(lake.catalog)
-    return writer._mint(tbl, writer._prepare(tbl, data))
+    return writer._mint(tbl, writer._prepare(tbl, data, dt.datetime.now(dt.UTC)))

@@ -46,11 +46,10 @@ STATE = "SELECT spectrum_pk, task_pk, created, teff, logg, result_flags, continu
 
 def _bump_teff(data: Any) -> Any:
     """The frame with teff + 1, each library its own way (a DuckDB result stays a DuckDB relation)."""
-    import duckdb
     import pandas as pd
     import polars as pl
 
-    if isinstance(data, duckdb.DuckDBPyRelation):
+    if hasattr(data, "project"):  # a DuckDB relation (a lake connection wraps DuckDB's own)
         return data.project("* REPLACE (teff + 1 AS teff)")
     if isinstance(data, pl.DataFrame):
         return data.with_columns(pl.col("teff") + 1.0)
