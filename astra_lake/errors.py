@@ -11,7 +11,19 @@ class AstraLakeError(Exception):
 
 
 class SchemaError(AstraLakeError):
-    """data_schema/ is inconsistent (duplicate names, bad bits, unknown references)."""
+    """data_schema/ is inconsistent (duplicate names, bad bits, unknown references, unknown keys)."""
+
+
+class InvalidArgumentError(AstraLakeError, ValueError):
+    """An argument a caller passed is out of range or of the wrong kind; the message says what is allowed."""
+
+
+class ConfigError(AstraLakeError, ValueError):
+    """A configuration file (``config.toml``) cannot be read or holds a wrong value."""
+
+
+class CorruptLakeError(AstraLakeError):
+    """A lake's own bookkeeping file (``lake.json``) is unreadable; the message names the file."""
 
 
 class UnknownTableError(AstraLakeError, KeyError):
@@ -54,8 +66,11 @@ class IngestError(AstraLakeError):
 __all__ = [
     "AstraLakeError",
     "CommitConflictError",
+    "ConfigError",
+    "CorruptLakeError",
     "FlagError",
     "IngestError",
+    "InvalidArgumentError",
     "LakeNotFoundError",
     "SchemaError",
     "UndefinedSummaryFlagError",
