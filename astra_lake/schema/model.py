@@ -30,7 +30,8 @@ def to_int64(value: int) -> int:
 
 @dataclass(frozen=True)
 class Column:
-    """One stored column: name, Arrow type string, unit, description, nullability and fill value."""
+    """One stored column: name, Arrow type string, unit, description, nullability, fill value and the
+    inclusive range of its values (``minimum`` / ``maximum``, None: unbounded)."""
 
     name: str
     type: str
@@ -39,6 +40,8 @@ class Column:
     nullable: bool = True
     fill: object = None
     hidden: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
