@@ -5,23 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import polars as pl
-import pyarrow as pa
-
-from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.maintenance import check_retention
 from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
-from astra_lake.query import duck, polars_scan
-from astra_lake.query.batches import spectra_batches
+from astra_lake.query import duck
 from astra_lake.query.snapshot import Snapshot
-from astra_lake.query.spectra import SourceIndex, Spectra, cone, spectra_of
+
+if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load with the methods that need them
+    import duckdb
+    import polars as pl
+    import pyarrow as pa
+
+    from astra_lake.kernels.tasks import BlockTask
+    from astra_lake.query.spectra import SourceIndex, Spectra
 
 Version = int | str | None
 
@@ -135,10 +136,14 @@ class Lake:
 
     def scan(self, table: str, version: Version = None) -> pl.LazyFrame:
         """A Polars LazyFrame of a table with flag_warn / flag_bad and named flag columns."""
+        from astra_lake.query import polars_scan
+
         return polars_scan.scan(self.snapshot(version), table)
 
     def spectra(self, sdss_id: int, table: str, version: Version = None) -> Spectra:
         """All spectra of one source in a spectrum table, as numpy arrays."""
+        from astra_lake.query.spectra import SourceIndex, spectra_of
+
         snap = self.snapshot(version)
         key = (snap.table_versions or {}).get("source", -1)
         if key not in self._index:
@@ -159,6 +164,8 @@ class Lake:
         path, files decoded ahead of the caller on ``threads`` threads. Each block is a :class:`Spectra`
         of at most ``batch_rows`` rows (``block.flux.shape == (n, npix)``); ``columns`` picks its metadata.
         """
+        from astra_lake.query.batches import spectra_batches
+
         return spectra_batches(
             self.snapshot(version), table, where=where, columns=columns, batch_rows=batch_rows, threads=threads
         )
@@ -173,6 +180,8 @@ class Lake:
         version: Version = None,
     ) -> pa.Table:
         """Rows of a table within a cone (partitions and row groups outside it are never read)."""
+        from astra_lake.query.spectra import cone
+
         return cone(self.snapshot(version), table, ra, dec, radius_deg, columns)
 
     def apply(

@@ -11,7 +11,19 @@ class AstraLakeError(Exception):
 
 
 class SchemaError(AstraLakeError):
-    """data_schema/ is inconsistent (duplicate names, bad bits, unknown references)."""
+    """data_schema/ is inconsistent (duplicate names, bad bits, unknown references, unknown keys)."""
+
+
+class InvalidArgumentError(AstraLakeError, ValueError):
+    """An argument a caller passed is out of range or of the wrong kind; the message says what is allowed."""
+
+
+class ConfigError(AstraLakeError, ValueError):
+    """A configuration file (``config.toml``) cannot be read or holds a wrong value."""
+
+
+class CorruptLakeError(AstraLakeError):
+    """A lake's own bookkeeping file (``lake.json``) is unreadable; the message names the file."""
 
 
 class UnknownTableError(AstraLakeError, KeyError):
@@ -55,10 +67,6 @@ class VersionNotFoundError(AstraLakeError, LookupError):
 
 class CommitConflictError(AstraLakeError):
     """A concurrent writer changed the table and the commit could not be retried."""
-
-
-class InvalidArgumentError(AstraLakeError, ValueError):
-    """An argument of a call is out of range or of the wrong kind; nothing was done."""
 
 
 class TagExistsError(AstraLakeError, ValueError):
@@ -112,6 +120,8 @@ __all__ = [
     "AstraLakeError",
     "CommitConflictError",
     "CommittedWithErrorsError",
+    "ConfigError",
+    "CorruptLakeError",
     "FlagError",
     "IngestError",
     "InvalidArgumentError",

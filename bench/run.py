@@ -3,6 +3,7 @@
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
     python bench/run.py kernels lake    # a subset
+    python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_cli
 import bench_ingest
 import bench_kernels
 import bench_lake
@@ -26,13 +28,14 @@ import bench_lake
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "writes", "ingest"])
+    ap.add_argument("what", nargs="*", default=["cli", "kernels", "lake", "spectra", "writes", "ingest"])
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
     ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
     ap.add_argument("--files", type=int, default=None, help="files to ingest (default 2,000; quick 150)")
     ap.add_argument("--summary-rows", default=None, help="rows of the summary-ingest files (default 100000,1000000; quick 20000)")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--lake", type=Path, default=None, help="demo lake for the cli rows (default: build one)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "latest.md")
     args = ap.parse_args()
     rows = args.rows or (200_000 if args.quick else 2_000_000)
@@ -44,6 +47,8 @@ def main() -> None:
         "",
     ]
     try:
+        if "cli" in args.what:
+            out += ["## Command line", "", *bench_cli.run(work, args.lake), ""]
         if "kernels" in args.what:
             out += ["## Kernels (APOGEE 8575 px, float32 in)", "", *bench_kernels.run(500 if args.quick else 2000), ""]
         if "lake" in args.what:

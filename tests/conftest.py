@@ -22,3 +22,14 @@ def sql_con() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(sql_library_path().read_text())
     return con
+
+
+@pytest.fixture(scope="session")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo lake (`astra-lake demo`) at a small size: real fixtures, 60 synthetic sources, a kernel run,
+    a tag and a release. Tests that change it work on a copy."""
+    from astra_lake.cli.demo_cmd import demo
+
+    path = tmp_path_factory.mktemp("demo") / "demo-lake"
+    demo(path=path, sources=60)
+    return path

@@ -1,29 +1,54 @@
 """Lake commands: init, info, sql, versions, tag, compact, vacuum.
 
-The lake is found from ``--lake``, else ``$ASTRA_LAKE``, else ``lake = "..."`` in
-``~/.config/astra-lake/config.toml``, else ``./astra-lake``; ``info`` says which one was used.
+The lake is found from ``--lake``, else ``$ASTRA_LAKE``, else ``lake = "..."`` in the user's config file
+(``$XDG_CONFIG_HOME/astra-lake/config.toml`` on Linux, the platform's equivalent elsewhere), else
+``./astra-lake``; ``info`` says which one was used. The library is imported inside the commands.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table as RichTable
 
-from astra_lake.api import Lake
-from astra_lake.cli._common import console, fail
-from astra_lake.errors import AstraLakeError
+from astra_lake.cli._common import console, log, note
+from astra_lake.errors import ConfigError, CorruptLakeError, InvalidArgumentError, LakeNotFoundError
+
+if TYPE_CHECKING:
+    from astra_lake.api import Lake
 
 LakeOption = Annotated[
     str | None, typer.Option("--lake", "-l", help="Lake directory (else $ASTRA_LAKE, config file, ./astra-lake)")
 ]
-CONFIG = Path("~/.config/astra-lake/config.toml").expanduser()
+DEFAULT_LAKE = Path("astra-lake")
+
+
+def config_path() -> Path:
+    """The user's config file, where the platform keeps them (``XDG_CONFIG_HOME`` honoured on Linux)."""
+    import platformdirs
+
+    return platformdirs.user_config_path("astra-lake", appauthor=False) / "config.toml"
+
+
+def _configured_lake(path: Path) -> Path | None:
+    """``lake = "..."`` from the config file, if the file exists and names one."""
+    import tomllib
+
+    if not path.is_file():
+        return None
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file or remove it") from None
+    lake = cfg.get("lake")
+    if lake is None:
+        return None
+    if not isinstance(lake, str) or not lake:
+        raise ConfigError(f'{path}: `lake` must be a non-empty path string, e.g. lake = "/data/astra-lake"; got {lake!r}')
+    return Path(lake).expanduser()
 
 
 def resolve_lake(option: str | None) -> tuple[Path, str]:
@@ -32,33 +57,57 @@ def resolve_lake(option: str | None) -> tuple[Path, str]:
         return Path(option), "--lake option"
     if os.environ.get("ASTRA_LAKE"):
         return Path(os.environ["ASTRA_LAKE"]), "ASTRA_LAKE environment variable"
-    if CONFIG.exists():
-        cfg = tomllib.loads(CONFIG.read_text())
-        if "lake" in cfg:
-            return Path(cfg["lake"]).expanduser(), f"config file {CONFIG}"
-    return Path("astra-lake"), "default ./astra-lake"
+    cfg = config_path()
+    configured = _configured_lake(cfg)
+    if configured is not None:
+        return configured, f"config file {cfg}"
+    return DEFAULT_LAKE, f"the default ./{DEFAULT_LAKE}: no --lake, no $ASTRA_LAKE, no `lake = ...` in {cfg}"
+
+
+def _check_marker(path: Path) -> None:
+    """lake.json must be a JSON object marking an astra-lake (a damaged one would fail the next write)."""
+    marker = path / "lake.json"
+    try:
+        info = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptLakeError(
+            f'{marker}: not valid JSON ({exc}); restore it, e.g. as {{"format": "astra-lake", "schema_version": 1}}'
+        ) from None
+    if not isinstance(info, dict) or info.get("format") != "astra-lake":
+        raise CorruptLakeError(f'{marker}: expected a JSON object with "format": "astra-lake", got {str(info)[:80]!r}')
 
 
 def open_lake(option: str | None) -> Lake:
-    path, _ = resolve_lake(option)
+    """The lake the options name; errors say where the path came from."""
+    from astra_lake.api import Lake
+
+    path, origin = resolve_lake(option)
+    log.debug("lake %s (from %s)", path, origin)
     try:
-        return Lake(path)
-    except AstraLakeError as exc:
-        fail(str(exc))
+        lake = Lake(path)
+    except LakeNotFoundError as exc:
+        raise LakeNotFoundError(f"{exc} (lake path from {origin})") from None
+    _check_marker(path)
+    return lake
 
 
 def init(path: Annotated[Path, typer.Argument(help="Directory to create the lake in")]) -> None:
     """Create an empty lake."""
+    from astra_lake.api import Lake
+
+    if path.exists() and not path.is_dir():
+        raise InvalidArgumentError(f"{path} is a file, not a directory; give a new or empty directory for the lake")
     lake = Lake.init(path)
-    console.print(f"lake ready at {lake.path}")
+    console.print(f"lake ready at {lake.path}", highlight=False)
 
 
 def info(lake: LakeOption = None) -> None:
     """Tables (rows, files, bytes, versions), lake version and tags."""
+    from rich.table import Table as RichTable
+
     path, origin = resolve_lake(lake)
-    lk = open_lake(lake)
-    data = lk.info()
-    console.print(f"lake {path} (from {origin}); lake version {data['version']}")
+    data = open_lake(lake).info()
+    console.print(f"lake {path} (from {origin}); lake version {data['version']}", highlight=False, soft_wrap=True)
     out = RichTable()
     for col in ("table", "rows", "files", "MB", "delta version"):
         out.add_column(col, justify="right" if col != "table" else "left")
@@ -66,81 +115,85 @@ def info(lake: LakeOption = None) -> None:
         out.add_row(name, f"{t['rows']:,}", str(t["files"]), f"{t['bytes'] / 1e6:.1f}", str(t["delta_version"]))
     console.print(out)
     for name, tag in sorted(data["tags"].items()):
-        console.print(f"tag {name} -> lake version {tag['lake_version']} ({tag['created']})")
+        console.print(f"tag {name} -> lake version {tag['lake_version']} ({tag['created']})", highlight=False)
+
+
+Format = Literal["table", "csv", "json", "jsonl", "parquet"]
 
 
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over the lake's views, e.g. SELECT count(*) FROM aspcap WHERE NOT flag_bad")],
     lake: LakeOption = None,
     version: Annotated[str | None, typer.Option("--version", "-v", help="Lake version number or tag")] = None,
-    fmt: Annotated[Literal["table", "csv", "json", "parquet"], typer.Option("--format", "-f")] = "table",
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="table; csv; json (one array); jsonl (a line per row); parquet (needs -o)")
+    ] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
-    limit: Annotated[int, typer.Option(help="Rows shown in table format")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown in table format")] = 50,
+    allow_external: Annotated[
+        bool, typer.Option("--allow-external", help="Let the query read files and URLs outside the lake (DuckDB external access)")
+    ] = False,
 ) -> None:
-    """Run a SQL query over a pinned snapshot and print or save the result."""
-    lk = open_lake(lake)
-    try:
-        con = lk.connect(version)
-        rel = con.sql(query)
-    except Exception as exc:  # DuckDB errors come in many classes; all are the user's query
-        fail(f"query failed: {str(exc).splitlines()[0]}")
-    if rel is None:
-        return
-    if fmt == "parquet":
-        if output is None:
-            fail("--format parquet needs --output FILE")
-        rel.write_parquet(str(output))
-    elif fmt in ("csv", "json"):
-        tbl = rel.to_arrow_table()
-        if fmt == "csv":
-            import pyarrow.csv as pacsv
+    """Run a SQL query over a pinned snapshot and print or save the result (pixel arrays: see --format)."""
+    from astra_lake.cli import output as out
 
-            sink = str(output) if output else sys.stdout.buffer
-            pacsv.write_csv(tbl, sink)  # type: ignore[arg-type]
-        else:
-            text = "\n".join(json.dumps(r, default=str) for r in tbl.to_pylist()) + "\n"
-            output.write_text(text) if output else sys.stdout.write(text)
-    else:
-        tbl = rel.limit(limit).to_arrow_table()
-        out = RichTable(*tbl.column_names)
-        for row in tbl.to_pylist():
-            out.add_row(*[str(v) for v in row.values()])
-        console.print(out)
+    if fmt == "parquet" and output is None:
+        raise InvalidArgumentError("--format parquet needs --output FILE")
+    if fmt == "table" and output is not None:
+        raise InvalidArgumentError("--format table is for the terminal; write files with --format csv, json, jsonl or parquet")
+    if output is not None:
+        out.check_writable(output)
+    lk = open_lake(lake)
+    con = lk.connect(version, external_access=allow_external)
+    rel = con.sql(query)
+    if rel is None:  # a statement without a result (SET, CREATE TEMP VIEW, ...)
+        return
+    if fmt == "table":
+        out.print_table(rel.limit(limit).to_arrow_table())
+        return
+    table = rel.to_arrow_table()
+    out.write(table, fmt, output)
+    if output is not None:
+        note(f"wrote {table.num_rows:,} rows to {output}")
 
 
 def versions(lake: LakeOption = None) -> None:
     """Every commit: lake version, table, Delta version, operation, time, rows."""
-    lk = open_lake(lake)
+    from rich.table import Table as RichTable
+
     out = RichTable("lake version", "table", "delta version", "operation", "time", "rows")
-    for c in lk.versions():
+    for c in open_lake(lake).versions():
         out.add_row(str(c.lake_version), c.table, str(c.delta_version), c.operation, c.time, f"{c.rows:,}")
     console.print(out)
 
 
 def tag(
     name: Annotated[str, typer.Argument(help="Tag name, e.g. dr20")],
-    version: Annotated[int | None, typer.Option("--version", "-v", help="Lake version (default: latest)")] = None,
+    version: Annotated[int | None, typer.Option("--version", "-v", min=0, help="Lake version (default: latest)")] = None,
     lake: LakeOption = None,
 ) -> None:
     """Name a lake version so it stays readable forever (vacuum keeps tagged versions)."""
     lk = open_lake(lake)
     try:
         entry = lk.tag(name, version)
-    except (AstraLakeError, ValueError) as exc:
-        fail(str(exc))
-    console.print(f"tag {name} -> lake version {entry['lake_version']}")
+    except ValueError as exc:  # an existing tag: the catalog raises a plain ValueError
+        raise InvalidArgumentError(str(exc)) from None
+    console.print(f"tag {name} -> lake version {entry['lake_version']}", highlight=False)
 
 
-def compact(table: Annotated[str | None, typer.Argument()] = None, lake: LakeOption = None) -> None:
+def compact(
+    table: Annotated[str | None, typer.Argument(help="Table to compact (default: every table)")] = None,
+    lake: LakeOption = None,
+) -> None:
     """Merge each leaf's small files into one sorted file (old files stay until vacuum)."""
     for t, stats in open_lake(lake).compact(table).items():
         console.print(f"{t}: {stats['files_removed']} files -> {stats['files_added']} in {stats['leaves']} leaves")
 
 
 def vacuum(
-    table: Annotated[str | None, typer.Argument()] = None,
+    table: Annotated[str | None, typer.Argument(help="Table to vacuum (default: every table)")] = None,
     lake: LakeOption = None,
-    retention_hours: Annotated[int, typer.Option(help="Keep files referenced by versions this recent")] = 168,
+    retention_hours: Annotated[int, typer.Option(min=0, help="Keep files referenced by versions this recent")] = 168,
     apply: Annotated[bool, typer.Option("--apply", help="Really delete (default: list only)")] = False,
 ) -> None:
     """Delete files no recent or tagged version references (a dry run unless --apply)."""

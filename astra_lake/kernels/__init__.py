@@ -1,7 +1,8 @@
 """Spectral kernels (numba, parallel over spectra, cached): resampling, continuum, LSF, coadds.
 
 Every kernel takes whole ``(n_spectra, n_pixels)`` arrays with inverse variance (and flags where they
-matter) and returns float32 arrays with ivar 0 wherever the output is not defined — never NaN.
+matter) and returns float32 arrays with ivar 0 wherever the output is not defined. Fluxes are never NaN;
+a continuum is NaN where none was fitted (chip gaps: no data).
 """
 
 from astra_lake.kernels._common import APOGEE_GRID, BOSS_GRID, C_KMS, LogLinearGrid

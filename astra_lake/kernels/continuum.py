@@ -1,8 +1,9 @@
 """Continuum fits over whole blocks: weighted Chebyshev per region (with optional asymmetric sigma
 clipping), a ridge-regularised sinusoid basis per region, and a running median filter.
 
-Each returns ``(continuum, normalised_flux, normalised_ivar)``; pixels outside every region, or with
-ivar 0, get continuum NaN-free 0-weight treatment: normalised flux 0 and ivar 0 there.
+Each returns ``(continuum, normalised_flux, normalised_ivar)``. Where no continuum was fitted (outside
+every region, e.g. the chip gaps, or in a region with too few usable pixels) the continuum is NaN: there
+is no data there. The normalised flux and ivar are 0 wherever undefined (ivar 0: never use the pixel).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _cholesky_solve(a: F64, b: F64) -> F64:
 
 @nb.njit(cache=True, inline="always")
 def _normalise_pixel(c: float, f: float, iv: float, s: int, j: int, c32: F32, nf: F32, niv: F32) -> None:
-    """Continuum, flux / continuum and ivar * continuum^2 of one pixel (0 wherever undefined)."""
+    """Continuum, flux / continuum and ivar * continuum^2 of one pixel (left NaN, 0 and 0 where undefined)."""
     if np.isfinite(c):
         c32[s, j] = c
     if c > 0 and np.isfinite(c) and iv > 0 and np.isfinite(iv) and np.isfinite(f):
@@ -107,7 +108,7 @@ def _fit_region(
     fit: tuple[float, float, int, float],
 ) -> F64:
     """Continuum of one spectrum at pixels ``sel``: weighted least squares on ``basis`` (one column per
-    pixel), refitted after dropping pixels beyond the clip limits; 0 where the fit is undetermined.
+    pixel), refitted after dropping pixels beyond the clip limits; NaN where the fit is undetermined.
 
     ``fit`` = (clip_lo, clip_hi, iterations, ridge): sigma limits below / above the fit (0 disables a
     side), at most that many refits, ridge strength relative to the largest eigenvalue."""
@@ -116,7 +117,7 @@ def _fit_region(
     k = basis.shape[0]
     y = np.empty(m)
     w = np.empty(m)
-    cont = np.zeros(m)
+    cont = np.full(m, np.nan)
     good = 0
     for i in range(m):
         f, iv = flux[sel[i]], ivar[sel[i]]
@@ -179,9 +180,10 @@ def _normalise(flux: npt.NDArray[np.floating], ivar: npt.NDArray[np.floating], c
             _normalise_pixel(cont[s, j], flux[s, j], ivar[s, j], s, j, c32, nf, niv)
 
 
-def _zeros3(shape: tuple[int, int]) -> tuple[F32, F32, F32]:
-    """Outputs allocated by numpy (see ``_common.outputs``: cheaper page faults than inside numba)."""
-    return np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+def _outputs(shape: tuple[int, int]) -> tuple[F32, F32, F32]:
+    """Continuum (NaN: not fitted), normalised flux and ivar (0), allocated by numpy (see
+    ``_common.outputs``: cheaper page faults than inside numba)."""
+    return np.full(shape, np.nan, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
 
 def _regional(
@@ -203,7 +205,7 @@ def _regional(
     sels = [np.flatnonzero((w >= a) & (w <= b)) for a, b in regions]
     designs = [design_of(w[sel], a, b) for sel, (a, b) in zip(sels, regions, strict=True) if sel.size]  # type: ignore[operator]
     sels = [sel for sel in sels if sel.size]
-    out = _zeros3(blk.flux.shape)
+    out = _outputs(blk.flux.shape)
     if sels:
         lo, hi = clip if clip else (0.0, 0.0)
         bounds = np.cumsum([0] + [sel.size for sel in sels]).astype(np.int64)
@@ -270,6 +272,6 @@ def running_median(flux: npt.ArrayLike, ivar: npt.ArrayLike | None = None, *, wi
         good = ivar_[s] > 0
         f[s] = np.interp(x, x[good], f[s, good]) if good.any() else 0.0
     cont = ndimage.median_filter(f, size=(1, width), mode="mirror")
-    out = _zeros3(flux.shape)
+    out = _outputs(flux.shape)
     _normalise(flux, ivar_, cont, *out)
     return out

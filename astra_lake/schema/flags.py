@@ -10,14 +10,15 @@ NULL convention: a missing flag value (``None``) has unknown warn/bad (``None``)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, overload
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Literal, overload
 
 from astra_lake.errors import FlagError, UndefinedSummaryFlagError
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Edition, FlagColumn, Rule, Table, to_int64
+
+if TYPE_CHECKING:  # the array functions import numpy themselves: scalar use (the CLI) starts without it
+    import numpy as np
+    import numpy.typing as npt
 
 Summary = Literal["flag_warn", "flag_bad"]
 
@@ -121,6 +122,8 @@ def undefined_bits(edition: Edition, value: int) -> list[int]:
 
 
 def _rule_array(rule: Rule, values: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    import numpy as np
+
     if rule.any_bit:
         return values != 0
     out = (values & np.int64(rule.any_mask)) != 0
@@ -136,6 +139,8 @@ def evaluate_array(
     v_astra: npt.ArrayLike | int | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Vectorised flag_warn / flag_bad over an int64 array, with a per-row or scalar ``v_astra``."""
+    import numpy as np
+
     vals = as_flag_array(values)
     fc = load_schema().table(table).summary_column
     versions = None if v_astra is None else np.asarray(v_astra, dtype=np.int64)
@@ -158,6 +163,8 @@ def evaluate_array(
 
 def decode_array(table: str, values: npt.ArrayLike, column: str | None = None, v_astra: int | None = None) -> list[list[str]]:
     """:func:`decode` over an array (one list of names per value)."""
+    import numpy as np
+
     edition = flag_column(table, column).edition_for(v_astra)
     vals = as_flag_array(values)
     hits = [(f.name, (vals & np.int64(f.mask)) != 0) for f in edition.flags]
@@ -166,6 +173,8 @@ def decode_array(table: str, values: npt.ArrayLike, column: str | None = None, v
 
 def as_flag_array(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Flag values as int64 (uint64 bit patterns are reinterpreted, never wrapped or rejected)."""
+    import numpy as np
+
     arr = np.asarray(values)
     if arr.dtype == np.uint64:
         return arr.view(np.int64)
@@ -180,6 +189,8 @@ def from_signed32(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     >>> from_signed32([-2147483648, -1, 5]).tolist()
     [2147483648, 4294967295, 5]
     """
+    import numpy as np
+
     return np.asarray(values, dtype=np.int64) & np.int64(0xFFFFFFFF)
 
 
@@ -189,6 +200,8 @@ def sdss5_target_bits(flags: bytes | None) -> list[int] | None:
     >>> sdss5_target_bits(bytes([0b110, 0b1]))
     [1, 2, 8]
     """
+    import numpy as np
+
     if flags is None:
         return None
     bits = np.unpackbits(np.frombuffer(bytes(flags), dtype=np.uint8), bitorder="little")

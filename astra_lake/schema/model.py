@@ -31,7 +31,7 @@ def to_int64(value: int) -> int:
 @dataclass(frozen=True)
 class Column:
     """One stored column: name, Arrow type string, unit, description, nullability, fill value and the
-    inclusive range ``[minimum, maximum]`` its values must lie in (checked on write; NaN and null pass)."""
+    inclusive range ``[minimum, maximum]`` its values must lie in (checked on write; NaN and null pass; None: unbounded)."""
 
     name: str
     type: str
