@@ -23,6 +23,8 @@ _USAGE_ERRORS = (
     E.InvalidArgumentError,
     E.FlagError,
     E.ConfigError,
+    E.QueryRefusedError,
+    E.TagExistsError,
 )
 # DuckDB errors that say the query itself is wrong (the rest, e.g. IOException, are failures).
 _DUCKDB_QUERY_ERRORS = {"ParserException", "BinderException", "CatalogException", "ConversionException", "InvalidInputException"}

@@ -91,6 +91,7 @@ def _translated(call: Callable[..., Any]) -> Callable[..., Any]:
             first = str(exc).splitlines()[0]
             raise QueryRefusedError(
                 f"{first}: a lake connection reads only its snapshot's files; connect(..., external_access=True) "
+                "(astra-lake sql --allow-external) "
                 "reads your own files too"
             ) from None
 

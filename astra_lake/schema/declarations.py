@@ -10,7 +10,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from astra_lake.schema.model import TableKind
 from astra_lake.schema.versions import version_to_int
@@ -41,8 +51,8 @@ class ColumnDecl(Strict):
     nullable: bool = True
     fill: str | int | float | bool | None = None
     hidden: bool = False
-    minimum: Annotated[float, Field(strict=True)] | None = None  # inclusive value range, checked on write
-    maximum: Annotated[float, Field(strict=True)] | None = None
+    minimum: StrictInt | StrictFloat | None = None  # inclusive value range, checked on write
+    maximum: StrictInt | StrictFloat | None = None
 
     @field_validator("type")
     @classmethod

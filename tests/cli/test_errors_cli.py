@@ -86,18 +86,14 @@ def test_files_are_written_from_arrow(demo_lake: Path, tmp_path: Path) -> None:
     one_error(runner.invoke(app, ["sql", "SELECT 1", "-f", "parquet", "--lake", str(demo_lake)]), 2)
 
 
-def test_allow_external_reaches_connect_only_when_given(demo_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[dict[str, object]] = []
-    original = Lake.connect
-
-    def connect(self: Lake, version: object = None, **kwargs: object) -> object:
-        seen.append(kwargs)
-        return original(self, version)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Lake, "connect", connect)
-    assert runner.invoke(app, ["sql", "SELECT 1", "--lake", str(demo_lake)]).exit_code == 0
-    assert runner.invoke(app, ["sql", "SELECT 1", "--allow-external", "--lake", str(demo_lake)]).exit_code == 0
-    assert seen == [{}, {"external_access": True}]
+def test_allow_external_lets_a_query_read_other_files_only_when_given(demo_lake: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine.csv"
+    mine.write_text("a\n41\n1\n")
+    query = f"SELECT sum(a) AS s FROM read_csv('{mine}')"
+    line = one_error(runner.invoke(app, ["sql", query, "-f", "csv", "--lake", str(demo_lake)]), 2)
+    assert "external_access=True" in line or "--allow-external" in line
+    res = runner.invoke(app, ["--quiet", "sql", query, "-f", "csv", "--allow-external", "--lake", str(demo_lake)])
+    assert res.exit_code == 0 and res.stdout.splitlines() == ['"s"', "42"]
 
 
 def test_sql_errors_are_the_query_s(demo_lake: Path) -> None:

@@ -181,14 +181,16 @@ def test_range_check_accepts_exactly_ra_in_0_360_and_dec_in_minus_90_90(ra: floa
 
 
 def test_range_declarations_must_be_numbers_on_numeric_columns() -> None:
-    from astra_lake.errors import SchemaError
-    from astra_lake.schema.loader import _column
+    from pydantic import ValidationError as DeclarationError
 
-    assert _column({"name": "x", "type": "float64", "minimum": -1, "maximum": 1}, "t").maximum == 1
-    for bad in (
-        {"type": "string", "minimum": 0},
-        {"type": "float32", "maximum": "ten"},
-        {"type": "int32", "minimum": 2, "maximum": 1},
+    from astra_lake.schema.declarations import ColumnDecl
+
+    assert ColumnDecl.model_validate({"name": "x", "type": "float64", "minimum": -1, "maximum": 1}).maximum == 1
+    for bad, why in (
+        ({"type": "string", "minimum": 0}, "numeric type"),
+        ({"type": "float32", "maximum": "ten"}, "maximum"),
+        ({"type": "float32", "maximum": True}, "maximum"),
+        ({"type": "int32", "minimum": 2, "maximum": 1}, "minimum 2 > maximum 1"),
     ):
-        with pytest.raises(SchemaError, match="column 'x'"):
-            _column({"name": "x", **bad}, "t")
+        with pytest.raises(DeclarationError, match=why):
+            ColumnDecl.model_validate({"name": "x", **bad})
