@@ -33,6 +33,10 @@ class ValidationError(AstraLakeError, ValueError):
     """Data offered to the lake does not match data_schema/; nothing was written."""
 
 
+class InvalidArgumentError(AstraLakeError, ValueError):
+    """An argument of a call is out of range or names something the table does not have."""
+
+
 class LakeNotFoundError(AstraLakeError, FileNotFoundError):
     """The path is not an astra-lake (no lake.json)."""
 
@@ -56,6 +60,7 @@ __all__ = [
     "CommitConflictError",
     "FlagError",
     "IngestError",
+    "InvalidArgumentError",
     "LakeNotFoundError",
     "SchemaError",
     "UndefinedSummaryFlagError",
