@@ -1,9 +1,10 @@
 """Spectra of one source, and cone searches, read straight from the few row groups that hold them.
 
 A source's rows sit together in every table (files are sorted by ``_healpix_29``), so a lookup is:
-sdss_id -> ``_healpix_29`` (a sorted in-memory index of the source table) -> the leaf pixel -> the
-files whose ``_healpix_29`` range contains it -> the row groups that hold it (each file's
-``_healpix_29`` column is kept in memory once the file has been opened).
+identifier (sdss_id, source_pk, APOGEE id, catalogid) -> ``source_pk`` and ``_healpix_29`` (a sorted
+in-memory index of the source table) -> the files whose ``_healpix_29`` range contains it -> the source's
+rows (each opened file keeps its ``_healpix_29`` and ``source_pk`` columns in memory) -> those rows'
+metadata through pyarrow and their pixel arrays from the data pages (:mod:`astra_lake.lake.list_pages`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from astra_lake.lake.files import take_rows
 from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, meeting
 from astra_lake.lake.list_pages import ListPages, UnsupportedLayout
 from astra_lake.query.snapshot import Snapshot
-from astra_lake.schema.arrow import arrow_schema
 from astra_lake.schema.model import Grid, Table
 
 
@@ -137,11 +137,15 @@ class OpenFile:
         self.group_starts = np.r_[0, np.cumsum(self.pages.rows)[:-1]].astype(np.int64)
         self.columns = self._pf.schema_arrow.names
         self._lock = threading.Lock()  # pyarrow's reader is not documented as thread-safe
+        self._indices: dict[tuple[str, ...], list[int]] = {}
         self._ids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool] | None = None
 
     def read(self, groups: Sequence[int], columns: list[str]) -> pa.Table:
+        key = tuple(columns)
+        if key not in self._indices:  # pyarrow resolves names on every call otherwise (~0.2 ms)
+            self._indices[key] = [self.columns.index(c) for c in columns]
         with self._lock:
-            return self._pf.read_row_groups(list(groups), columns=columns, use_threads=False)
+            return self._pf.reader.read_row_groups(list(groups), column_indices=self._indices[key], use_threads=False)
 
     def ids(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
         """``_healpix_29``, ``source_pk`` (-1 where null) and whether ``_healpix_29`` is sorted."""
@@ -170,10 +174,9 @@ def open_file(path: str) -> OpenFile:
     return OpenFile(path)
 
 
-@functools.lru_cache(maxsize=256)
 def _pixel_dtypes(table: Table) -> dict[str, np.dtype]:
-    schema = arrow_schema(table)
-    return {c: np.dtype(schema.field(c).type.value_type.to_pandas_dtype()) for c in table.pixel_columns}
+    """numpy dtype of each pixel column (declared as ``fixed<float32,8575>``)."""
+    return {c: np.dtype(table.column(c).type.split("<")[1].split(",")[0]) for c in table.pixel_columns}
 
 
 def _read_pixels(f: OpenFile, name: str, piece: Piece, out: np.ndarray) -> None:
@@ -205,7 +208,10 @@ def read_pieces(table: Table, pieces: Sequence[Piece], columns: list[str] | None
     for f, p, n in zip(files, pieces, sizes, strict=True):
         cols = columns if columns is not None else [c for c in f.columns if c not in pixels]
         meta = f.read(p.groups, cols)
-        metas.append(meta if p.rows is None else meta.take(p.rows))
+        if p.rows is not None:
+            contiguous = len(p.rows) and p.rows[-1] - p.rows[0] + 1 == len(p.rows)
+            meta = meta.slice(int(p.rows[0]), len(p.rows)) if contiguous else meta.take(p.rows)
+        metas.append(meta)
         for c, out in pixels.items():
             _read_pixels(f, c, p, out[at : at + n])
         at += n
@@ -263,7 +269,7 @@ def spectra_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: 
         h, pk, ordered = f.ids()
         if ordered:
             a, b = np.searchsorted(h, h29.min(), side="left"), np.searchsorted(h, h29.max(), side="right")
-            rows = a + np.flatnonzero(np.isin(pk[a:b], pks))
+            rows = a + np.flatnonzero(pk[a:b] == pks[0] if len(pks) == 1 else np.isin(pk[a:b], pks))
         else:
             rows = np.flatnonzero(np.isin(pk, pks))
         if rows.size:
