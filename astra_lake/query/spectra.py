@@ -75,25 +75,15 @@ def grid_wavelength(grid: Grid) -> npt.NDArray[np.float64]:
 
 
 def pixels_2d(col: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
-    """A list<...> pixel column as an (n, width) numpy array (zero-copy when the buffers allow it)."""
-    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=dtype).reshape(-1, width)
-
-
-def to_spectra(table: Table, rows: pa.Table) -> Spectra:
-    """Arrow rows of a spectrum table -> :class:`Spectra`."""
-    assert table.grid is not None
-    n = table.grid.npix
-    wave = grid_wavelength(table.grid) if table.grid.kind == "log_linear" else pixels_2d(rows.column("wavelength"), n, np.float64)
-    meta = rows.drop_columns([c for c in table.pixel_columns if c in rows.column_names])
-    return Spectra(
-        table=table.name,
-        wavelength=wave,
-        flux=pixels_2d(rows.column("flux"), n, np.float32),
-        ivar=pixels_2d(rows.column("ivar"), n, np.float32),
-        pixel_flags=pixels_2d(rows.column("pixel_flags"), n, np.int32),
-        meta=meta,
-    )
+    """A list<...> pixel column as an (n, width) numpy array; a null array (a spectrum stored without,
+    e.g., its pixel flags) becomes a row of NaN (floats) or 0 (integers)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat: np.ndarray = np.asarray(pc.list_flatten(arr).to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
+    if not arr.null_count:
+        return flat
+    out: np.ndarray = np.full((len(arr), width), np.nan if np.issubdtype(dtype, np.floating) else 0, dtype)
+    out[arr.is_valid().to_numpy(zero_copy_only=False)] = flat
+    return out
 
 
 def groups_in(

@@ -120,3 +120,21 @@ def test_a_foreign_file_is_read_through_pyarrow(populated: Lake, tmp_path: Path)
         np.testing.assert_array_equal(got.flux.reshape(-1), np.asarray(want.column("flux").combine_chunks().flatten()))
         assert got.meta.column("spectrum_pk").equals(want.column("spectrum_pk"))
     assert Piece(str(plain), [0], None) == f.piece(np.arange(min(3, len(rows))))
+
+
+def test_a_null_pixel_array_reads_as_nan(populated: Lake, tmp_path: Path) -> None:
+    """A file holding a null flux array (nullable column) keeps rows aligned: that row reads as NaN."""
+    from astra_lake.query.spectra import open_file, read_pieces
+
+    rows = pq.read_table(max(populated.snapshot().paths("apogee_star"), key=lambda p: pq.read_metadata(p).num_rows))
+    assert len(rows) >= 2
+    flux = rows.column("flux").combine_chunks()
+    nulled = pa.ListArray.from_arrays(flux.offsets, flux.values, type=flux.type, mask=pa.array(np.arange(len(rows)) == 1))
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(rows.set_column(rows.column_names.index("flux"), "flux", nulled), path)
+    f = open_file(str(path))
+    got = read_pieces(populated.catalog.schema.table("apogee_star"), [f.piece(np.arange(len(rows)))])
+    assert np.all(np.isnan(got.flux[1]))
+    want = np.asarray(flux.flatten()).reshape(len(rows), -1)
+    np.testing.assert_array_equal(np.delete(got.flux, 1, axis=0), np.delete(want, 1, axis=0))
+    np.testing.assert_array_equal(got.ivar.reshape(-1), np.asarray(rows.column("ivar").combine_chunks().flatten()))
