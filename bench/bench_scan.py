@@ -30,12 +30,14 @@ from astra_lake.query.spectra import open_file, pixels_2d
 PIXELS = ("flux", "ivar", "pixel_flags")
 
 
-def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
-    """Median wall and process-CPU seconds of ``fn`` (after one warm-up run)."""
+def timed(fn: Callable[[], object], repeats: int = 3, reopen: bool = True) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of ``fn`` (after one warm-up run); ``reopen``: clear the
+    per-process cache of open files before each run."""
     fn()
     wall, cpu = [], []
     for _ in range(repeats):
-        open_file.cache_clear()
+        if reopen:
+            open_file.cache_clear()
         w, c = time.perf_counter(), time.process_time()
         fn()
         wall.append(time.perf_counter() - w)
@@ -101,23 +103,29 @@ def scan_parts(paths: list[str], npix: int) -> dict[str, float]:
         for p in paths:
             open_file(p).read([0], ["spectrum_pk"])
 
-    def decompress() -> list[tuple[np.ndarray, int, int]]:
+    def pages(keep: bool) -> list[tuple[np.ndarray, int, int]]:
         out = []
         for p in paths:
             f = open_file(p)
             for name in PIXELS:
                 col = f.pages._column(name)
                 for start, end in col.ranges:
-                    out += [(f.pages._values(col, pg), pg.encoding, pg.num_values) for pg in _pages(f.pages._buf, start, end)]
+                    for pg in _pages(f.pages._buf, start, end):
+                        values = f.pages._values(col, pg)  # freed at once unless kept, as in a scan
+                        out += [(values, pg.encoding, pg.num_values)] if keep else []
         return out
 
-    values = decompress()
+    def decompress() -> None:
+        pages(keep=False)
+
+    values = pages(keep=True)
 
     def copy() -> None:
         for v, encoding, n in values:
             _copy_values(v, encoding, n, 0, np.empty(n, np.float32))
 
-    return {k: gb / timed(fn)[1] for k, fn in (("open", opened), ("decompress", decompress), ("copy", copy))}
+    parts = {"open": gb / timed(opened)[1]}
+    return parts | {k: gb / timed(fn, reopen=False)[1] for k, fn in (("decompress", decompress), ("copy", copy))}
 
 
 def pyarrow_scan(paths: list[str], npix: int, threads: int) -> None:
