@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.maintenance import check_retention
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load
     import pyarrow as pa
 
     from astra_lake.kernels.tasks import BlockTask
-    from astra_lake.query.spectra import SourceIndex, Spectra
+    from astra_lake.query.spectra import SourceIndex, SourceKey, Spectra
 
 Version = int | str | None
 
@@ -38,7 +39,7 @@ class Lake:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.catalog = Catalog.open(Path(path))
-        self._index: dict[int, SourceIndex] = {}
+        self._index: dict[tuple[int, str], SourceIndex] = {}
         self._latest: tuple[tuple[int, int], Snapshot] | None = None
 
     @classmethod
@@ -140,15 +141,42 @@ class Lake:
 
         return polars_scan.scan(self.snapshot(version), table)
 
-    def spectra(self, sdss_id: int, table: str, version: Version = None) -> Spectra:
-        """All spectra of one source in a spectrum table, as numpy arrays."""
+    def spectra(
+        self,
+        sdss_id: int | None = None,
+        table: str | None = None,
+        version: Version = None,
+        *,
+        source_pk: int | None = None,
+        sdss4_apogee_id: str | None = None,
+        catalogid: int | None = None,
+    ) -> Spectra:
+        """All spectra of one source in a spectrum table, as numpy arrays.
+
+        The source is named by exactly one identifier: ``sdss_id``, or for sources without one (DR17-era
+        and plate-era files) ``source_pk``, ``sdss4_apogee_id`` (e.g. ``"2M17335483-2753043"``) or
+        ``catalogid``; an identifier several sources share returns the spectra of all of them
+        (``meta["source_pk"]`` tells them apart).
+        """
+        given: dict[SourceKey, int | str | None] = {
+            "sdss_id": sdss_id,
+            "source_pk": source_pk,
+            "sdss4_apogee_id": sdss4_apogee_id,
+            "catalogid": catalogid,
+        }
+        named = [(k, v) for k, v in given.items() if v is not None]
+        if len(named) != 1:
+            raise InvalidArgumentError(f"spectra() takes exactly one of {', '.join(given)}; got {len(named)}")
+        if table is None:
+            raise InvalidArgumentError("spectra() needs table=, a spectrum table such as apogee_star")
+        key, value = named[0]
         from astra_lake.query.spectra import SourceIndex, spectra_of
 
         snap = self.snapshot(version)
-        key = (snap.table_versions or {}).get("source", -1)
-        if key not in self._index:
-            self._index = {key: SourceIndex(snap)}
-        return spectra_of(snap, self._index[key], int(sdss_id), table)
+        stamp = ((snap.table_versions or {}).get("source", -1), key)
+        if stamp not in self._index:
+            self._index = {k: v for k, v in self._index.items() if k[0] == stamp[0]} | {stamp: SourceIndex(snap, key)}
+        return spectra_of(snap, self._index[stamp], value, table)
 
     def spectra_batches(
         self,
@@ -161,8 +189,9 @@ class Lake:
         version: Version = None,
     ) -> Iterator[Spectra]:
         """Every spectrum of a table (or those ``where`` selects) as blocks of numpy arrays: the full-scan
-        path, files decoded ahead of the caller on ``threads`` threads. Each block is a :class:`Spectra`
-        of at most ``batch_rows`` rows (``block.flux.shape == (n, npix)``); ``columns`` picks its metadata.
+        path, decoded ahead of the caller on ``threads`` threads. Each block is a :class:`Spectra` of
+        ``batch_rows`` rows, the last one fewer (``block.flux.shape == (n, npix)``); ``columns`` picks its
+        metadata.
         """
         from astra_lake.query.batches import spectra_batches
 
@@ -179,7 +208,8 @@ class Lake:
         columns: list[str] | None = None,
         version: Version = None,
     ) -> pa.Table:
-        """Rows of a table within a cone (partitions and row groups outside it are never read)."""
+        """Rows of a table within a cone (partitions and row groups outside it are never read), with a
+        ``separation_deg`` column. A bad position, radius or column raises :class:`InvalidArgumentError`."""
         from astra_lake.query.spectra import cone
 
         return cone(self.snapshot(version), table, ra, dec, radius_deg, columns)

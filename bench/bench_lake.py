@@ -324,6 +324,31 @@ def _fits_per_source(path: Path, one: object) -> None:
     fits.HDUList(hdus).writeto(path, overwrite=True)
 
 
+def lookup_vs_fits(lake: Lake, sample: np.ndarray, fdir: Path) -> tuple[list[float], list[float]]:
+    """Seconds of ``lake.spectra`` and of reading that source's own mwmStar-like FITS file (written to
+    ``fdir`` first), in turns over the sources ``sample``."""
+    fdir.mkdir(exist_ok=True)
+    for sid in sample:
+        _fits_per_source(fdir / f"mwmStar-{sid}.fits", lake.spectra(int(sid), "apogee_star"))
+
+    def fits_read(sid: int) -> None:
+        with fits.open(fdir / f"mwmStar-{sid}.fits") as h:
+            d = h[3].data
+            _ = (np.array(d["flux"][0]), np.array(d["ivar"][0]), np.array(d["pixel_flags"][0]))
+
+    lake.spectra(int(sample[0]), "apogee_star")
+    fits_read(int(sample[0]))
+    lat_lake, lat_fits = [], []
+    for sid in sample:
+        t = time.perf_counter()
+        lake.spectra(int(sid), "apogee_star")
+        lat_lake.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fits_read(int(sid))
+        lat_fits.append(time.perf_counter() - t)
+    return lat_lake, lat_fits
+
+
 def _scans(lake: Lake) -> tuple[int, float, float, float, float]:
     """Files, and full-scan speeds in GB/s of decoded pixel arrays (medians of 3): flux through a pyarrow
     dataset and through DuckDB SQL (``list_sum`` per spectrum, and ``unnest``), and flux + ivar +
@@ -369,26 +394,7 @@ def spectra_bench(workdir: Path, n_spectra: int) -> list[str]:
         for batch in S.spectra("apogee_star", ids, seed=6, batch=2000):
             lake.write("apogee_star", batch)
         sample = np.random.default_rng(1).choice(ids, min(200, n), replace=False)
-        fdir = workdir / f"fits_{n}"
-        fdir.mkdir()
-        for sid in sample:
-            _fits_per_source(fdir / f"mwmStar-{sid}.fits", lake.spectra(int(sid), "apogee_star"))
-
-        def fits_read(sid: int, fdir: Path = fdir) -> None:
-            with fits.open(fdir / f"mwmStar-{sid}.fits") as h:
-                d = h[3].data
-                _ = (np.array(d["flux"][0]), np.array(d["ivar"][0]), np.array(d["pixel_flags"][0]))
-
-        lake.spectra(int(sample[0]), "apogee_star")
-        fits_read(int(sample[0]))
-        lat_lake, lat_fits = [], []
-        for sid in sample:
-            t = time.perf_counter()
-            lake.spectra(int(sid), "apogee_star")
-            lat_lake.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            fits_read(int(sid))
-            lat_fits.append(time.perf_counter() - t)
+        lat_lake, lat_fits = lookup_vs_fits(lake, sample, workdir / f"fits_{n}")
         n_files, scan_pa, scan_duck, scan_unnest, scan_lake = _scans(lake)
         ml, mf = statistics.median(lat_lake), statistics.median(lat_fits)
         lines.append(
@@ -457,7 +463,7 @@ def _row_group_tradeoff(workdir: Path, paths: list[str], sample: np.ndarray, lak
             files.append((f.hmin, f.hmax, pq.ParquetFile(dst, memory_map=True, pre_buffer=False), dst))
         lat = []
         for sid in sample[:100]:
-            h = index.healpix_of(int(sid))
+            h = int(index.sources(int(sid))[1][0])
             s = time.perf_counter()
             for lo, hi, pf, _ in files:
                 if lo is not None and not lo <= h <= hi:

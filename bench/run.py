@@ -24,11 +24,12 @@ import bench_cli
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_scan
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["cli", "kernels", "lake", "spectra", "writes", "ingest"])
+    ap.add_argument("what", nargs="*", default=["cli", "kernels", "lake", "spectra", "scan", "writes", "ingest"])
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
     ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
@@ -57,6 +58,8 @@ def main() -> None:
             out += [*bench_lake.results_bench(work, rows, with_postgres=not args.no_postgres), ""]
         if "spectra" in args.what:
             out += ["## Spectra", "", *bench_lake.spectra_bench(work, n_spectra), ""]
+        if "scan" in args.what:
+            out += ["## Full scans and lookups near the hardware limit", "", *bench_scan.run(work, n_spectra), ""]
         if "writes" in args.what:
             n_results = 250_000 if args.quick else 1_000_000
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]

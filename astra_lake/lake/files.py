@@ -5,7 +5,9 @@ Encodings: the table kind's codec (zstd; LZ4 for spectrum and pixel tables, whos
 zstd's per-chunk cost dominate) for every column except pixel arrays: integer arrays use zstd, float
 arrays byte-stream-split + LZ4 (on real apStar flux 0.69 of raw vs 0.77 for zstd, and decoded about
 1.6x faster, which is what spectrum lookups and scans pay for); dictionaries only for non-float columns
-(on 223-column result tables: half the write time, 28 % smaller files)."""
+(on 223-column result tables: half the write time, 28 % smaller files). Pixel arrays keep no
+dictionary and their width in the file metadata (``astra_lake.shape.<col>``, from the storage schema):
+scans and lookups then read them from the data pages (:mod:`astra_lake.lake.list_pages`)."""
 
 from __future__ import annotations
 

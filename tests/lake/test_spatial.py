@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from astra_lake import Lake
+from astra_lake.errors import InvalidArgumentError
+from astra_lake.ingest import synthetic as S
 from astra_lake.lake.healpix import angular_separation_deg
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake.init(tmp_path_factory.mktemp("cone") / "lake")
+    lake.write("source", S.sources(20, seed=3))
+    return lake
 
 
 def test_cone_matches_brute_force(populated: Lake) -> None:
@@ -41,7 +51,7 @@ def test_hats_sidecars_are_written(populated: Lake) -> None:
 def test_row_groups_found_from_the_cached_healpix_column(h: list[int], group: int, starts: list[int], width: int) -> None:
     """A lookup decodes exactly the row groups holding a row in the ranges, sorted file or not."""
     from astra_lake.lake.healpix import inside
-    from astra_lake.query.spectra import _OpenFile
+    from astra_lake.query.spectra import groups_in
 
     lo = np.sort(np.array(starts, dtype=np.int64))
     hi = np.minimum(lo + width, np.r_[lo[1:], 10**6])  # disjoint, sorted, half-open
@@ -49,5 +59,21 @@ def test_row_groups_found_from_the_cached_healpix_column(h: list[int], group: in
     group_starts = np.arange(0, len(h), group, dtype=np.int64)
     for values, ordered in ((np.sort(np.array(h, dtype=np.int64)), True), (np.array(h, dtype=np.int64), False)):
         want = np.unique(np.searchsorted(group_starts, np.flatnonzero(inside(ranges, values)), side="right") - 1)
-        got = _OpenFile(None, values, group_starts, ordered).groups_in(ranges)  # type: ignore[arg-type]
+        got = groups_in(values, group_starts, ordered, ranges)
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((10.0, 5.0, 1.0), {"columns": ["x"]}, "source has no column.s. x; its columns are _healpix_29, source_pk, "),
+        ((10.0, 5.0, -1.0), {}, r"cone on source: radius_deg must be a number in \[0, 180\] degrees, got -1.0"),
+        ((10.0, 95.0, 1.0), {}, r"dec must be a number in \[-90, 90\] degrees, got 95.0"),
+        ((float("nan"), 5.0, 1.0), {}, "ra must be a number"),
+        ((10.0, 5.0, "1"), {}, "radius_deg must be a number"),
+    ],
+)
+def test_bad_cone_arguments_are_named(sources: Lake, args: tuple, kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message) as err:
+        sources.cone(*args, **kwargs)
+    assert "\n" not in str(err.value)
