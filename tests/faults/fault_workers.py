@@ -120,13 +120,14 @@ def killed_during(lake_path: str, op: str, point: str, k: int) -> None:
 
 
 # -- concurrent writers and readers ----------------------------------------------------------------------------
-def writer(lake_path: str, worker: int, rounds: int, start_at: float) -> None:
+def writer(lake_path: str, worker: int, rounds: int, start_at: float, shared: list[int]) -> None:
     """Mixed batches: append this worker's own spectra, upsert results over spectra every worker touches
-    (overlapping keys, each worker's own values), and append sources some of which another worker also offers."""
+    (overlapping keys, each worker's own values), and append sources some of which another worker also offers.
+    ``shared`` comes from the parent: a worker started late would otherwise also see other workers' spectra."""
     lake = Lake(lake_path)
     time.sleep(max(0.0, start_at - time.time()))
     ids = column(lake, "source", "sdss_id")
-    shared = column(lake, "apogee_star", "spectrum_pk")
+    shared = np.asarray(shared, dtype=np.int64)
     for r in range(rounds):
         mine = ids[20 + (worker * rounds + r) * 3 : 20 + (worker * rounds + r) * 3 + 3]
         for batch in S.spectra("apogee_star", mine, seed=1000 * worker + r):

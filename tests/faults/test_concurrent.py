@@ -29,7 +29,7 @@ def lake(tmp_path: Path) -> Lake:
 def test_concurrent_writers_with_overlapping_and_mixed_batches(procs: object, lake: Lake) -> None:
     shared = W.column(lake, "apogee_star", "spectrum_pk")
     start = time.time() + 1.0  # all writers begin together
-    children = [procs.Process(target=W.writer, args=(str(lake.path), w, ROUNDS, start)) for w in range(WRITERS)]  # type: ignore[attr-defined]
+    children = [procs.Process(target=W.writer, args=(str(lake.path), w, ROUNDS, start, shared.tolist())) for w in range(WRITERS)]  # type: ignore[attr-defined]
     for c in children:
         c.start()
     for c in children:
