@@ -1,0 +1,350 @@
+"""The Payne's fit: bounded least squares of an emulator over labels, a Doppler shift and (optionally)
+a Chebyshev continuum per region, for a whole block of spectra at once.
+
+Model of observed pixel p of a spectrum::
+
+    model[p] = continuum[p] * emulator(x)(lambda_p * D(dv))        D(v) = sqrt((1 - v/c) / (1 + v/c))
+
+where ``emulator(x)(lambda)`` is the emulated normalised spectrum, linearly interpolated in wavelength
+(``np.interp`` semantics: held constant beyond the grid), and ``continuum[p]`` is 1 (normalised
+input) or a Chebyshev polynomial of the pixel's region, its coefficients fitted with the labels.
+The normal equations come from one numba pass per spectrum that shifts the model and its Jacobian,
+multiplies in the continuum and accumulates ``J^T W J`` and ``J^T W r``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+from astra_lake.kernels import C_KMS
+from astra_lake.pipelines import lm
+from astra_lake.pipelines.emulator import Emulator
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+ROWS_PER_CALL = 64  # emulator Jacobians held at once: 64 x L x P float32 (~9 MB for 5 labels, 7214 px)
+
+
+@nb.njit(cache=True, inline="always")
+def _flush(normal: F64, grad: F64, s: int, la: F64, lg: F64, m: int, base: int, n_fixed: int) -> None:  # pragma: no cover
+    """Add a region's local normal equations (fixed parameters first, then the region's continuum
+    coefficients starting at ``base``) into row ``s`` of the global ones, and zero them."""
+    for a in range(m):
+        ga = a if a < n_fixed else base + a - n_fixed
+        grad[s, ga] += lg[a]
+        lg[a] = 0.0
+        for b in range(a, m):
+            gb = b if b < n_fixed else base + b - n_fixed
+            normal[s, ga, gb] += la[a, b]
+            la[a, b] = 0.0
+
+
+@nb.njit(parallel=True, cache=True, fastmath={"contract"})
+def _normal_equations(  # pragma: no cover
+    model: F32,
+    jac: F32,
+    wave: F64,
+    theta: F64,
+    basis: F64,
+    region: I64,
+    flux: F64,
+    weight: F64,
+    chi2: F64,
+    normal: F64,
+    grad: F64,
+    fitted: F64,
+    continuum: F64,
+    want_model: bool,
+) -> None:
+    """chi2, J^T W J and J^T W r of every row; with ``want_model`` also the shifted normalised model
+    and the continuum at every pixel (into ``fitted`` and ``continuum``).
+
+    Parameters of a row: the scaled labels, dv (km/s), then ``n_terms`` continuum coefficients per
+    region. Sums run per region in a small local matrix (pixels of a region are contiguous)."""
+    n_rows, n_labels, n_pix = jac.shape
+    n_terms = basis.shape[0]
+    n_fixed = n_labels + 1
+    n_cont = theta.shape[1] - n_fixed
+    m = n_fixed + (n_terms if n_cont > 0 else 0)
+    for s in nb.prange(n_rows):
+        beta = theta[s, n_labels] / C_KMS
+        dop = np.sqrt((1.0 - beta) / (1.0 + beta))
+        ddop = -1.0 / (dop * (1.0 + beta) ** 2) / C_KMS  # dD/dv
+        jv = np.zeros(m)
+        la = np.zeros((m, m))
+        lg = np.zeros(m)
+        c2 = 0.0
+        normal[s] = 0.0
+        grad[s] = 0.0
+        k = 0
+        current = -1
+        for p in range(n_pix):
+            w = weight[s, p]
+            if w <= 0.0 and not want_model:
+                continue
+            cont = 1.0
+            if n_cont > 0:
+                r = region[p]
+                if r < 0:
+                    continue
+                if r != current:
+                    if current >= 0:
+                        _flush(normal, grad, s, la, lg, m, n_fixed + current * n_terms, n_fixed)
+                    current = r
+                cont = 0.0
+                for d in range(n_terms):
+                    cont += theta[s, n_fixed + r * n_terms + d] * basis[d, p]
+            lam = wave[p] * dop
+            while k < n_pix - 2 and wave[k + 1] <= lam:
+                k += 1
+            if lam <= wave[0]:
+                k0, k1, t, slope = 0, 0, 0.0, 0.0
+            elif lam >= wave[n_pix - 1]:
+                k0, k1, t, slope = n_pix - 1, n_pix - 1, 0.0, 0.0
+            else:
+                k0, k1 = k, k + 1
+                dw = wave[k1] - wave[k0]
+                t = (lam - wave[k0]) / dw
+                slope = (model[s, k1] - model[s, k0]) / dw
+            ms = model[s, k0] + t * (model[s, k1] - model[s, k0])
+            if want_model:
+                fitted[s, p] = ms
+                continuum[s, p] = cont
+            if w <= 0.0:
+                continue
+            for a in range(n_labels):
+                jv[a] = cont * (jac[s, a, k0] + t * (jac[s, a, k1] - jac[s, a, k0]))
+            jv[n_labels] = cont * slope * wave[p] * ddop
+            for d in range(m - n_fixed):
+                jv[n_fixed + d] = ms * basis[d, p]
+            res = flux[s, p] - cont * ms
+            c2 += w * res * res
+            for a in range(m):
+                wa = w * jv[a]
+                lg[a] += wa * res
+                for b in range(a, m):
+                    la[a, b] += wa * jv[b]
+        _flush(normal, grad, s, la, lg, m, n_fixed + max(current, 0) * n_terms, n_fixed)
+        chi2[s] = c2
+        q = normal.shape[1]
+        for a in range(q):
+            for b in range(a + 1, q):
+                normal[s, b, a] = normal[s, a, b]
+
+
+@nb.njit(parallel=True, cache=True, fastmath={"contract"})
+def _shift_scan(model: F32, wave: F64, flux: F64, weight: F64, cont: F64, dvs: F64, chi2: F64) -> None:  # pragma: no cover
+    """chi2 of ``cont * model`` shifted by each of ``dvs`` (km/s) against every spectrum (row s of model
+    and cont, or their only row when they have one)."""
+    n_pix = wave.size
+    for s in nb.prange(flux.shape[0]):
+        ms = 0 if model.shape[0] == 1 else np.int64(s)
+        cs = 0 if cont.shape[0] == 1 else np.int64(s)
+        for v in range(dvs.size):
+            beta = dvs[v] / C_KMS
+            dop = np.sqrt((1.0 - beta) / (1.0 + beta))
+            k = 0
+            c2 = 0.0
+            for p in range(n_pix):
+                w = weight[s, p]
+                if w <= 0.0:
+                    continue
+                lam = wave[p] * dop
+                while k < n_pix - 2 and wave[k + 1] <= lam:
+                    k += 1
+                if lam <= wave[0]:
+                    m = model[ms, 0]
+                elif lam >= wave[n_pix - 1]:
+                    m = model[ms, n_pix - 1]
+                else:
+                    t = (lam - wave[k]) / (wave[k + 1] - wave[k])
+                    m = model[ms, k] + t * (model[ms, k + 1] - model[ms, k])
+                r = flux[s, p] - cont[cs, p] * m
+                c2 += w * r * r
+            chi2[s, v] = c2
+
+
+@dataclass(frozen=True)
+class Continuum:
+    """A Chebyshev polynomial of ``degree`` per region, over the model grid: ``basis[d, p]`` is T_d at
+    pixel p's position in its region (scaled to [-1, 1] over the region's wavelength range) and
+    ``region[p]`` the region index (-1: outside every region, pixel not used)."""
+
+    basis: F64
+    region: I64
+
+    @property
+    def n_terms(self) -> int:
+        return int(self.basis.shape[0])
+
+    @property
+    def n_coefficients(self) -> int:
+        return int(self.n_terms * (self.region.max() + 1)) if self.region.size and self.region.max() >= 0 else 0
+
+    @classmethod
+    def chebyshev(cls, wave: F64, regions: tuple[tuple[float, float], ...], degree: int) -> Continuum:
+        region = np.full(wave.size, -1, dtype=np.int64)
+        xs = np.zeros(wave.size)
+        for r, (a, b) in enumerate(regions):
+            inside = (wave >= a) & (wave <= b)
+            region[inside] = r
+            xs[inside] = 2.0 * (wave[inside] - a) / (b - a) - 1.0
+        basis = np.polynomial.chebyshev.chebvander(xs, degree).T.copy()
+        return cls(np.ascontiguousarray(basis), region)
+
+    def coefficients(self, continuum: F64) -> F64:
+        """Least-squares coefficients ``(n, n_coefficients)`` of given continua ``(n, P)`` (exact for a
+        continuum of the same polynomial family, e.g. the kernels' Chebyshev fit)."""
+        out = np.zeros((continuum.shape[0], self.n_coefficients))
+        for r in range(self.n_coefficients // self.n_terms):
+            sel = self.region == r
+            pinv = np.linalg.pinv(self.basis[:, sel].T)
+            out[:, r * self.n_terms : (r + 1) * self.n_terms] = continuum[:, sel] @ pinv.T
+        return out
+
+
+NO_CONTINUUM = Continuum(np.zeros((0, 1)), np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class BlockFit:
+    """Best parameters (scaled labels, dv, continuum coefficients) of every spectrum and how they fared."""
+
+    theta: F64
+    chi2: F64
+    covariance: F64
+    n_pixels: I64
+    iterations: I64
+    converged: npt.NDArray[np.bool_]
+    model_flux: F64
+    continuum: F64
+
+
+class Fitter:
+    """Fits one emulator to blocks of spectra on its own wavelength grid."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        wave: F64,
+        *,
+        dv_bounds: tuple[float, float] = (-100.0, 100.0),
+        dv_step: float = 2.0,
+        starts: F64 | None = None,
+        start_iterations: int = 5,
+        max_iterations: int = 100,
+    ) -> None:
+        self.emu = emulator
+        self.wave = np.ascontiguousarray(wave, dtype=np.float64)
+        self.dv_bounds = dv_bounds
+        self.dv_step = dv_step
+        self.starts = default_starts(emulator.n_labels) if starts is None else np.atleast_2d(starts)
+        self.start_iterations = start_iterations
+        self.max_iterations = max_iterations
+
+    def _system(self, flux: F64, weight: F64, cont: Continuum) -> lm.System:
+        """chi2 and normal equations of rows ``rows`` of the block at parameters ``theta``."""
+        n_labels = self.emu.n_labels
+        placeholder = np.zeros((1, 1))
+
+        def system(theta: F64, rows: I64) -> tuple[F64, F64, F64]:
+            q = theta.shape[1]
+            chi2, normal, grad = np.empty(rows.size), np.empty((rows.size, q, q)), np.empty((rows.size, q))
+            for a in range(0, rows.size, ROWS_PER_CALL):
+                part = slice(a, a + ROWS_PER_CALL)
+                model, jac = self.emu.evaluate(theta[part, :n_labels], jacobian=True)
+                assert jac is not None
+                r = rows[part]
+                out = (chi2[part], normal[part], grad[part])
+                _normal_equations(
+                    model, jac, self.wave, np.ascontiguousarray(theta[part]), cont.basis, cont.region,
+                    flux[r], weight[r], *out, placeholder, placeholder, False,
+                )  # fmt: skip
+            return chi2, normal, grad
+
+        return system
+
+    def fit(self, flux: F64, weight: F64, continuum0: F64 | None = None, cont: Continuum = NO_CONTINUUM) -> BlockFit:
+        """Fit every row of ``flux`` ``(n, P)`` with pixel weights ``weight`` (ivar, 0 = masked).
+
+        With ``cont`` given, ``continuum0`` ``(n, P)`` is the starting continuum (its coefficients are
+        fitted jointly with the labels); without it the input is taken as normalised.
+        """
+        n, n_labels = flux.shape[0], self.emu.n_labels
+        n_starts = self.starts.shape[0]
+        coef0 = cont.coefficients(continuum0) if cont.n_coefficients and continuum0 is not None else np.ones((n, 0))
+        if cont.n_coefficients and continuum0 is None:
+            raise ValueError("a fitted continuum needs a starting continuum (continuum0)")
+        dv0 = self.scan_dv(flux, weight, continuum0 if cont.n_coefficients else None)
+        q = n_labels + 1 + coef0.shape[1]
+        lower = np.concatenate([np.full(n_labels, -0.5), [self.dv_bounds[0]], np.full(coef0.shape[1], -np.inf)])
+        upper = np.concatenate([np.full(n_labels, 0.5), [self.dv_bounds[1]], np.full(coef0.shape[1], np.inf)])
+        # several starting points, a few iterations each; the best goes on to convergence
+        x0 = np.zeros((n * n_starts, q))
+        x0[:, :n_labels] = np.tile(self.starts, (n, 1))
+        x0[:, n_labels] = np.repeat(dv0, n_starts)
+        x0[:, n_labels + 1 :] = np.repeat(coef0, n_starts, axis=0)
+        many_flux, many_weight = np.repeat(flux, n_starts, axis=0), np.repeat(weight, n_starts, axis=0)
+        system = self._system(many_flux, many_weight, cont)
+        trial = lm.minimise(system, x0, lower, upper, max_iter=self.start_iterations)
+        best = np.nanargmin(np.where(np.isfinite(trial.chi2), trial.chi2, np.inf).reshape(n, n_starts), axis=1)
+        x1 = trial.x.reshape(n, n_starts, q)[np.arange(n), best]
+        system = self._system(flux, weight, cont)
+        sol = lm.minimise(system, x1, lower, upper, max_iter=self.max_iterations)
+        model, continuum = self.model(sol.x, cont)
+        used = (weight > 0) & ((cont.region >= 0) if cont.n_coefficients else True)
+        return BlockFit(
+            theta=sol.x,
+            chi2=sol.chi2,
+            covariance=lm.covariance(sol.normal),
+            n_pixels=used.sum(axis=1),
+            iterations=sol.iterations + trial.iterations.reshape(n, n_starts)[np.arange(n), best],
+            converged=sol.converged,
+            model_flux=model,
+            continuum=continuum,
+        )
+
+    def scan_dv(self, flux: F64, weight: F64, continuum: F64 | None) -> F64:
+        """The Doppler shift (on a grid of ``dv_step`` km/s within the bounds) that best matches the
+        emulator at the centre of its training range: the starting dv of every fit."""
+        lo, hi = self.dv_bounds
+        dvs = np.arange(np.ceil(lo / self.dv_step), np.floor(hi / self.dv_step) + 1) * self.dv_step
+        if dvs.size == 0:
+            return np.full(flux.shape[0], 0.5 * (lo + hi))
+        centre, _ = self.emu.evaluate(np.zeros((1, self.emu.n_labels)))
+        cont = np.ones((1, self.wave.size)) if continuum is None else np.ascontiguousarray(continuum, dtype=np.float64)
+        chi2 = np.empty((flux.shape[0], dvs.size))
+        _shift_scan(centre, self.wave, flux, weight, cont, dvs, chi2)
+        return dvs[np.argmin(chi2, axis=1)]
+
+    def model(self, theta: F64, cont: Continuum = NO_CONTINUUM) -> tuple[F64, F64]:
+        """The shifted normalised model and the continuum of every row of parameters ``theta``."""
+        n, n_pix, q = theta.shape[0], self.wave.size, theta.shape[1]
+        fitted, continuum = np.zeros((n, n_pix)), np.zeros((n, n_pix))
+        for a in range(0, n, ROWS_PER_CALL):
+            part = slice(a, a + ROWS_PER_CALL)
+            m, jac = self.emu.evaluate(theta[part, : self.emu.n_labels], jacobian=True)
+            assert jac is not None
+            k = m.shape[0]
+            scratch = (np.empty(k), np.empty((k, q, q)), np.empty((k, q)))
+            out_f, out_c = np.zeros((k, n_pix)), np.zeros((k, n_pix))
+            _normal_equations(
+                m, jac, self.wave, np.ascontiguousarray(theta[part]), cont.basis, cont.region,
+                np.zeros((k, n_pix)), np.zeros((k, n_pix)), *scratch, out_f, out_c, True,
+            )  # fmt: skip
+            fitted[part], continuum[part] = out_f, out_c
+        return fitted, continuum
+
+
+def default_starts(n_labels: int) -> F64:
+    """Starting points in scaled label space: the centre of the training range and four points around
+    it in the first two labels (for APOGEE emulators: Teff and log g)."""
+    starts = np.zeros((5, n_labels))
+    if n_labels >= 2:
+        starts[1:, :2] = [[-0.25, -0.25], [-0.25, 0.25], [0.25, -0.25], [0.25, 0.25]]
+    return starts
