@@ -297,13 +297,12 @@ def _merge(parts: list[BlockResult], result: Table, model_npix: int | None) -> B
 
 
 @contextmanager
-def numba_threads(n: int) -> Iterator[int]:
-    """Let numba kernels use ``n`` threads (at most what numba was started with) inside the block."""
+def numba_threads(n: int) -> Iterator[None]:
+    """Let numba kernels use ``n`` threads inside the block."""
     before = numba.get_num_threads()
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     numba.set_num_threads(n)
     try:
-        yield n
+        yield
     finally:
         numba.set_num_threads(before)
 
@@ -480,7 +479,7 @@ def run_pipeline(
     if total == 0:
         summary.wall_time = time.perf_counter() - t0
         return summary
-    workers = max(1, workers or os.cpu_count() or 1)
+    threads = max(1, min(workers or os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     grid = schema.table(pipeline.model_table).grid if pipeline.model_table else None
     model_npix = grid.npix if grid is not None else None
     record = {
@@ -499,10 +498,12 @@ def run_pipeline(
         "input_tag": input_tag,
         "n_selected": selected,
         "n_skipped": summary.skipped,
-        "workers": workers,
+        "workers": threads,
         "host": socket.gethostname(),
         "astra_lake_version": DEFAULT_V_ASTRA,
     }
+    opts["workers"] = threads
+    model = pipeline.load(opts)  # a model that cannot be loaded stops the run before anything is written
     with timer.paused(), catalog.writing():
         run_id = _next_run_id(catalog)
         Writer(catalog).upsert("runs", pa.Table.from_pylist([{**record, "run_id": run_id, "status": "running"}]))
@@ -511,9 +512,7 @@ def run_pipeline(
     batches = Batches(ctx)
     status, error = "failed", ""
     try:
-        with numba_threads(workers) as threads, progress_bar(progress) as bar:
-            opts["workers"] = threads
-            model = pipeline.load(opts)
+        with numba_threads(threads), progress_bar(progress) as bar:
             keys = TaskKeys(catalog, con, pipeline, version // 1000)
             job = bar.add_task(f"{pipeline.name}", total=total)
             for t in tables:
