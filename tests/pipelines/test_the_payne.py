@@ -166,3 +166,29 @@ def test_unusable_spectrum_is_a_flagged_failure_not_an_exception(payne: ThePayne
     assert not fit["failed"][0] and fit["failed"][1] and fit["result_flags"][1] & fail.mask
     single = payne.fit(model[0], ivar[0])
     assert np.isscalar(single["teff"]) and abs(single["teff"] - labels[0, 0]) < 1.0
+
+
+def test_dense_emulator_is_fitted_the_same_way(tmp_path: Path) -> None:
+    """Astra's format (two leaky-ReLU hidden layers, a pickle) goes through the same fit: labels of
+    spectra it emulates come back within their errors."""
+    import pickle
+
+    rng = np.random.default_rng(9)
+    wave = np.power(10.0, 4.2 + 6e-6 * np.arange(2000))
+    arrays = {
+        "weights": [rng.normal(0, 1.5, (32, 3)), rng.normal(0, 0.4, (32, 32)), rng.normal(0, 0.05, (2000, 32))],
+        "biases": [rng.normal(0, 0.3, 32), rng.normal(0, 0.3, 32), np.ones(2000)],
+        "x_min": np.array([4000.0, 1.0, -2.0]),
+        "x_max": np.array([6000.0, 5.0, 0.5]),
+        "wavelength": wave,
+        "label_names": ["teff", "logg", "fe_h"],
+    }
+    with open(tmp_path / "payne_apogee_nn.pkl", "wb") as fh:
+        pickle.dump(arrays, fh)
+    payne = ThePayne.load(tmp_path / "payne_apogee_nn.pkl")
+    truth = payne.emulator.unscale(rng.uniform(-0.3, 0.3, (20, 3)))
+    model, _ = Fitter(payne.emulator, wave).model(np.column_stack([payne.emulator.scale(truth), np.zeros(20)]))
+    fit = payne.fit(model + rng.normal(0, 0.01, model.shape), np.full(model.shape, 1e4))
+    assert fit["converged"].all()
+    for i, name in enumerate(payne.label_names):
+        assert np.all(np.abs(fit[name] - truth[:, i]) < 5 * fit[f"raw_e_{name}"]), name
