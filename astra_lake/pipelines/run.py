@@ -309,7 +309,8 @@ def numba_threads(n: int) -> Iterator[None]:
 
 class SpectraPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0.0:,.1f} spectra/s", style="progress.data.speed")
+        speed = task.finished_speed or task.speed or (task.completed / task.elapsed if task.elapsed else 0.0)
+        return Text(f"{speed:,.1f} spectra/s", style="progress.data.speed")
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -355,6 +356,8 @@ class Batches:
         }
         summary = ctx.result.summary_column
         flags = {name: values.copy() for name, values in out.flags.items()}
+        if summary is not None:  # a result always has a summary flag value (0: no flag set), never null
+            flags.setdefault(summary.name, np.zeros(n, np.int64))
         for name in [fc.name for fc in ctx.result.flag_columns if fc.name in out.columns]:  # given as a column too
             given = pc.fill_null(out.columns[name].cast(pa.int64()), 0).to_numpy()
             flags[name] = flags.get(name, np.zeros(n, np.int64)) | given

@@ -271,12 +271,18 @@ class TheCannon:
         bound = 10.0  # scaled labels: the training set's mean +- 10 standard deviations
 
         def system(z: F64, rows: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
-            model = design(z, self.exponents) @ theta.T
-            jac = design_jacobian(z, self.exponents) @ theta.T  # (k, L, P)
-            resid = many_f[rows] - model
-            w = many_w[rows]
-            wj = jac * w[:, None, :]
-            return np.einsum("kp,kp->k", w * resid, resid), wj @ jac.transpose(0, 2, 1), np.einsum("klp,kp->kl", wj, resid)
+            chi2, normal, grad = np.empty(len(rows)), np.empty((len(rows), n_labels, n_labels)), np.empty((len(rows), n_labels))
+            for a in range(0, len(rows), 64):  # rows in chunks: the Jacobians stay in cache
+                part = slice(a, a + 64)
+                zp = z[part]
+                sw = np.sqrt(many_w[rows[part]])
+                resid = (many_f[rows[part]] - design(zp, self.exponents) @ theta.T) * sw
+                dv = design_jacobian(zp, self.exponents)
+                jac = (dv.reshape(-1, dv.shape[2]) @ theta.T).reshape(len(zp), n_labels, -1) * sw[:, None, :]
+                chi2[part] = np.einsum("kp,kp->k", resid, resid)
+                normal[part] = jac @ jac.transpose(0, 2, 1)
+                grad[part] = (jac @ resid[:, :, None])[:, :, 0]
+            return chi2, normal, grad
 
         sol = lm.minimise(system, z0, np.full(n_labels, -bound), np.full(n_labels, bound))
         chi2 = np.where(np.isfinite(sol.chi2), sol.chi2, np.inf).reshape(n, k)
