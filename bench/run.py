@@ -2,7 +2,7 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset
+    python bench/run.py kernels lake    # a subset (kernels lake spectra writes ingest pipelines)
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_pipelines
 
 
 def main() -> None:
@@ -56,6 +57,8 @@ def main() -> None:
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
         if "ingest" in args.what:
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
+        if "pipelines" in args.what:
+            out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

@@ -77,12 +77,14 @@ def minimise(
     *,
     max_iter: int = 100,
     rtol: float = 1e-9,
+    atol: float = 0.0,
     xtol: float = 1e-9,
 ) -> Solution:
     """Minimise chi2 of every row of ``x0`` ``(n, Q)`` within ``lower <= x <= upper`` (``(Q,)`` each).
 
-    A row has converged when an accepted step lowers chi2 by less than ``rtol`` (relative) or moves no
-    parameter by more than ``xtol`` times its scale, or when no step within the damping range lowers it.
+    A row has converged when an accepted step lowers chi2 by less than ``rtol`` (relative) or ``atol``
+    (absolute), or moves no parameter by more than ``xtol`` times its scale, or when no step within the
+    damping range lowers it.
     """
     x = np.clip(np.array(x0, dtype=np.float64), lower, upper)
     n = x.shape[0]
@@ -102,7 +104,7 @@ def minimise(
         c2, a, g = system(trial, idx)
         iterations[idx] += 1
         better = np.isfinite(c2) & (c2 < chi2[idx])
-        done = better & (((chi2[idx] - c2) <= rtol * np.abs(c2)) | ~moved.any(axis=1))
+        done = better & (((chi2[idx] - c2) <= np.maximum(rtol * np.abs(c2), atol)) | ~moved.any(axis=1))
         acc = idx[better]
         x[acc], chi2[acc], normal[acc], grad[acc] = trial[better], c2[better], a[better], g[better]
         mu[acc] = np.maximum(mu[acc] * MU_DOWN, 1e-12)

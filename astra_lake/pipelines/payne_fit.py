@@ -30,18 +30,13 @@ I64 = npt.NDArray[np.int64]
 ROWS_PER_CALL = 64  # emulator Jacobians held at once: 64 x L x P float32 (~9 MB for 5 labels, 7214 px)
 
 
-@nb.njit(cache=True, inline="always")
-def _flush(normal: F64, grad: F64, s: int, la: F64, lg: F64, m: int, base: int, n_fixed: int) -> None:  # pragma: no cover
-    """Add a region's local normal equations (fixed parameters first, then the region's continuum
-    coefficients starting at ``base``) into row ``s`` of the global ones, and zero them."""
-    for a in range(m):
-        ga = a if a < n_fixed else base + a - n_fixed
-        grad[s, ga] += lg[a]
-        lg[a] = 0.0
-        for b in range(a, m):
-            gb = b if b < n_fixed else base + b - n_fixed
-            normal[s, ga, gb] += la[a, b]
-            la[a, b] = 0.0
+@nb.njit(cache=True, fastmath={"contract", "reassoc", "nsz"})
+def _dot(x: F64, y: F64, lo: int, hi: int) -> float:  # pragma: no cover
+    """sum x[lo:hi] * y[lo:hi] (a vectorised reduction)."""
+    acc = 0.0
+    for p in range(lo, hi):
+        acc += x[p] * y[p]
+    return acc
 
 
 @nb.njit(parallel=True, cache=True, fastmath={"contract"})
@@ -65,40 +60,40 @@ def _normal_equations(  # pragma: no cover
     and the continuum at every pixel (into ``fitted`` and ``continuum``).
 
     Parameters of a row: the scaled labels, dv (km/s), then ``n_terms`` continuum coefficients per
-    region. Sums run per region in a small local matrix (pixels of a region are contiguous)."""
-    n_rows, n_labels, n_pix = jac.shape
+    region (each region a contiguous run of pixels). One pass shifts the model and its Jacobian and
+    forms the whitened Jacobian rows ``g[a] = sqrt(w) * d model / d theta_a`` and residuals ``u``; the
+    sums are then dot products over contiguous pixels."""
+    n_rows, n_pix = model.shape
+    n_labels = jac.shape[1]
     n_terms = basis.shape[0]
     n_fixed = n_labels + 1
     n_cont = theta.shape[1] - n_fixed
-    m = n_fixed + (n_terms if n_cont > 0 else 0)
+    n_regions = n_cont // n_terms if n_terms > 0 else 0
+    lo = np.full(max(n_regions, 1), n_pix, np.int64)
+    hi = np.zeros(max(n_regions, 1), np.int64)
+    for p in range(region.size):
+        r = region[p]
+        if 0 <= r < n_regions:
+            lo[r] = min(lo[r], p)
+            hi[r] = max(hi[r], p + 1)
     for s in nb.prange(n_rows):
         beta = theta[s, n_labels] / C_KMS
         dop = np.sqrt((1.0 - beta) / (1.0 + beta))
         ddop = -1.0 / (dop * (1.0 + beta) ** 2) / C_KMS  # dD/dv
-        jv = np.zeros(m)
-        la = np.zeros((m, m))
-        lg = np.zeros(m)
-        c2 = 0.0
-        normal[s] = 0.0
-        grad[s] = 0.0
+        g = np.zeros((n_fixed, n_pix))
+        u = np.zeros(n_pix)
+        ms = np.zeros(n_pix)
+        sw = np.zeros(n_pix)
+        cont = np.ones(n_pix)
+        if n_cont > 0:
+            for r in range(n_regions):
+                for p in range(lo[r], hi[r]):
+                    c = 0.0
+                    for d in range(n_terms):
+                        c += theta[s, n_fixed + r * n_terms + d] * basis[d, p]
+                    cont[p] = c
         k = 0
-        current = -1
         for p in range(n_pix):
-            w = weight[s, p]
-            if w <= 0.0 and not want_model:
-                continue
-            cont = 1.0
-            if n_cont > 0:
-                r = region[p]
-                if r < 0:
-                    continue
-                if r != current:
-                    if current >= 0:
-                        _flush(normal, grad, s, la, lg, m, n_fixed + current * n_terms, n_fixed)
-                    current = r
-                cont = 0.0
-                for d in range(n_terms):
-                    cont += theta[s, n_fixed + r * n_terms + d] * basis[d, p]
             lam = wave[p] * dop
             while k < n_pix - 2 and wave[k + 1] <= lam:
                 k += 1
@@ -111,26 +106,42 @@ def _normal_equations(  # pragma: no cover
                 dw = wave[k1] - wave[k0]
                 t = (lam - wave[k0]) / dw
                 slope = (model[s, k1] - model[s, k0]) / dw
-            ms = model[s, k0] + t * (model[s, k1] - model[s, k0])
+            m = model[s, k0] + t * (model[s, k1] - model[s, k0])
+            ms[p] = m
             if want_model:
-                fitted[s, p] = ms
-                continuum[s, p] = cont
-            if w <= 0.0:
+                fitted[s, p] = m if (n_cont == 0 or region[p] >= 0) else 0.0
+                continuum[s, p] = cont[p] if (n_cont == 0 or region[p] >= 0) else 0.0
+            w = weight[s, p]
+            if w <= 0.0 or (n_cont > 0 and region[p] < 0):
                 continue
+            root = np.sqrt(w)
+            sw[p] = root
+            c = cont[p] * root
             for a in range(n_labels):
-                jv[a] = cont * (jac[s, a, k0] + t * (jac[s, a, k1] - jac[s, a, k0]))
-            jv[n_labels] = cont * slope * wave[p] * ddop
-            for d in range(m - n_fixed):
-                jv[n_fixed + d] = ms * basis[d, p]
-            res = flux[s, p] - cont * ms
-            c2 += w * res * res
-            for a in range(m):
-                wa = w * jv[a]
-                lg[a] += wa * res
-                for b in range(a, m):
-                    la[a, b] += wa * jv[b]
-        _flush(normal, grad, s, la, lg, m, n_fixed + max(current, 0) * n_terms, n_fixed)
-        chi2[s] = c2
+                g[a, p] = c * (jac[s, a, k0] + t * (jac[s, a, k1] - jac[s, a, k0]))
+            g[n_labels, p] = c * slope * wave[p] * ddop
+            u[p] = root * flux[s, p] - c * m
+        chi2[s] = _dot(u, u, 0, n_pix)
+        normal[s] = 0.0
+        for a in range(n_fixed):
+            grad[s, a] = _dot(g[a], u, 0, n_pix)
+            for b in range(a, n_fixed):
+                normal[s, a, b] = _dot(g[a], g[b], 0, n_pix)
+        if n_cont > 0:
+            h = np.zeros(n_pix)
+            for r in range(n_regions):
+                for d in range(n_terms):
+                    i = n_fixed + r * n_terms + d
+                    for p in range(lo[r], hi[r]):
+                        h[p] = sw[p] * ms[p] * basis[d, p]
+                    grad[s, i] = _dot(h, u, lo[r], hi[r])
+                    for a in range(n_fixed):
+                        normal[s, a, i] = _dot(g[a], h, lo[r], hi[r])
+                    for e in range(d, n_terms):
+                        acc = 0.0
+                        for p in range(lo[r], hi[r]):
+                            acc += h[p] * sw[p] * ms[p] * basis[e, p]
+                        normal[s, i, n_fixed + r * n_terms + e] = acc
         q = normal.shape[1]
         for a in range(q):
             for b in range(a + 1, q):
@@ -239,6 +250,7 @@ class Fitter:
         starts: F64 | None = None,
         start_iterations: int = 5,
         max_iterations: int = 100,
+        chi2_tolerance: float = 1e-3,
     ) -> None:
         self.emu = emulator
         self.wave = np.ascontiguousarray(wave, dtype=np.float64)
@@ -247,6 +259,7 @@ class Fitter:
         self.starts = default_starts(emulator.n_labels) if starts is None else np.atleast_2d(starts)
         self.start_iterations = start_iterations
         self.max_iterations = max_iterations
+        self.chi2_tolerance = chi2_tolerance  # converged when a step lowers chi2 by less (~0.03 sigma)
 
     def _system(self, flux: F64, weight: F64, cont: Continuum) -> lm.System:
         """chi2 and normal equations of rows ``rows`` of the block at parameters ``theta``."""
@@ -285,19 +298,22 @@ class Fitter:
         q = n_labels + 1 + coef0.shape[1]
         lower = np.concatenate([np.full(n_labels, -0.5), [self.dv_bounds[0]], np.full(coef0.shape[1], -np.inf)])
         upper = np.concatenate([np.full(n_labels, 0.5), [self.dv_bounds[1]], np.full(coef0.shape[1], np.inf)])
-        # several starting points, a few iterations each; the best goes on to convergence
+        # several starting points: the one whose spectrum matches best goes on to convergence
         x0 = np.zeros((n * n_starts, q))
         x0[:, :n_labels] = np.tile(self.starts, (n, 1))
         x0[:, n_labels] = np.repeat(dv0, n_starts)
         x0[:, n_labels + 1 :] = np.repeat(coef0, n_starts, axis=0)
+        fitted, continuum = self.model(x0, cont)
         many_flux, many_weight = np.repeat(flux, n_starts, axis=0), np.repeat(weight, n_starts, axis=0)
-        system = self._system(many_flux, many_weight, cont)
-        trial = lm.minimise(system, x0, lower, upper, max_iter=self.start_iterations)
-        best = np.nanargmin(np.where(np.isfinite(trial.chi2), trial.chi2, np.inf).reshape(n, n_starts), axis=1)
-        x1 = trial.x.reshape(n, n_starts, q)[np.arange(n), best]
-        x1[:, n_labels] = self.refine_dv(x1, flux, weight, cont)
+        chi2 = np.einsum("kp,kp->k", many_weight, (many_flux - continuum * fitted) ** 2).reshape(n, n_starts)
+        x1 = x0.reshape(n, n_starts, q)[np.arange(n), np.argmin(np.where(np.isfinite(chi2), chi2, np.inf), axis=1)]
         system = self._system(flux, weight, cont)
-        sol = lm.minimise(system, x1, lower, upper, max_iter=self.max_iterations)
+        # a few iterations, then dv again with that model (chi2(dv) ripples on sub-pixel scales, so a
+        # better model can move its minimum beyond the reach of damped steps), then to convergence
+        first = lm.minimise(system, x1, lower, upper, max_iter=self.start_iterations, atol=self.chi2_tolerance)
+        x2 = first.x
+        x2[:, n_labels] = self.refine_dv(x2, flux, weight, cont)
+        sol = lm.minimise(system, x2, lower, upper, max_iter=self.max_iterations, atol=self.chi2_tolerance)
         model, continuum = self.model(sol.x, cont)
         used = (weight > 0) & ((cont.region >= 0) if cont.n_coefficients else True)
         return BlockFit(
@@ -305,7 +321,7 @@ class Fitter:
             chi2=sol.chi2,
             covariance=lm.covariance(sol.normal),
             n_pixels=used.sum(axis=1),
-            iterations=sol.iterations + trial.iterations.reshape(n, n_starts)[np.arange(n), best],
+            iterations=first.iterations + sol.iterations,
             converged=sol.converged,
             model_flux=model,
             continuum=continuum,
@@ -344,15 +360,15 @@ class Fitter:
         """The shifted normalised model and the continuum of every row of parameters ``theta``."""
         n, n_pix, q = theta.shape[0], self.wave.size, theta.shape[1]
         fitted, continuum = np.zeros((n, n_pix)), np.zeros((n, n_pix))
+        no_jacobian = np.zeros((1, self.emu.n_labels, 1), np.float32)  # never read: every weight is 0
         for a in range(0, n, ROWS_PER_CALL):
             part = slice(a, a + ROWS_PER_CALL)
-            m, jac = self.emu.evaluate(theta[part, : self.emu.n_labels], jacobian=True)
-            assert jac is not None
+            m, _ = self.emu.evaluate(theta[part, : self.emu.n_labels])
             k = m.shape[0]
             scratch = (np.empty(k), np.empty((k, q, q)), np.empty((k, q)))
             out_f, out_c = np.zeros((k, n_pix)), np.zeros((k, n_pix))
             _normal_equations(
-                m, jac, self.wave, np.ascontiguousarray(theta[part]), cont.basis, cont.region,
+                m, no_jacobian, self.wave, np.ascontiguousarray(theta[part]), cont.basis, cont.region,
                 np.zeros((k, n_pix)), np.zeros((k, n_pix)), *scratch, out_f, out_c, True,
             )  # fmt: skip
             fitted[part], continuum[part] = out_f, out_c
