@@ -148,36 +148,53 @@ def _normal_equations(  # pragma: no cover
                 normal[s, b, a] = normal[s, a, b]
 
 
-@nb.njit(parallel=True, cache=True, fastmath={"contract"})
+@nb.njit(cache=True)
+def _shift_table(wave: F64, dv: float, k0: npt.NDArray[np.int64], t: F64) -> None:  # pragma: no cover
+    """Where each pixel's wavelength falls on the grid after a shift by dv: model[k0] + t (model[k0 + 1]
+    - model[k0]) is the shifted model (np.interp semantics: held constant beyond the grid)."""
+    n_pix = wave.size
+    beta = dv / C_KMS
+    dop = np.sqrt((1.0 - beta) / (1.0 + beta))
+    k = 0
+    for p in range(n_pix):
+        lam = wave[p] * dop
+        while k < n_pix - 2 and wave[k + 1] <= lam:
+            k += 1
+        if lam <= wave[0]:
+            k0[p], t[p] = 0, 0.0
+        elif lam >= wave[n_pix - 1]:
+            k0[p], t[p] = n_pix - 2, 1.0
+        else:
+            k0[p], t[p] = k, (lam - wave[k]) / (wave[k + 1] - wave[k])
+
+
+@nb.njit(parallel=True, cache=True, fastmath={"contract", "reassoc", "nsz"})
 def _shift_scan(model: F32, wave: F64, flux: F64, weight: F64, cont: F64, dvs: F64, chi2: F64) -> None:  # pragma: no cover
     """chi2 of ``cont * model`` shifted by each of ``dvs[s]`` (km/s) against every spectrum s (row s of
-    model, cont and dvs, or their only row when they have one)."""
+    model, cont and dvs, or their only row when they have one). A grid of shifts shared by every
+    spectrum is tabulated once."""
     n_pix = wave.size
+    shared = dvs.shape[0] == 1
+    k0s = np.zeros((dvs.shape[1] if shared else 1, n_pix), np.int64)
+    ts = np.zeros((dvs.shape[1] if shared else 1, n_pix))
+    if shared:
+        for v in range(dvs.shape[1]):
+            _shift_table(wave, dvs[0, v], k0s[v], ts[v])
     for s in nb.prange(flux.shape[0]):
         ms = 0 if model.shape[0] == 1 else np.int64(s)
         cs = 0 if cont.shape[0] == 1 else np.int64(s)
-        ds = 0 if dvs.shape[0] == 1 else np.int64(s)
+        k0 = np.zeros(n_pix, np.int64)
+        t = np.zeros(n_pix)
         for v in range(dvs.shape[1]):
-            beta = dvs[ds, v] / C_KMS
-            dop = np.sqrt((1.0 - beta) / (1.0 + beta))
-            k = 0
+            if shared:
+                k0, t = k0s[v], ts[v]
+            else:
+                _shift_table(wave, dvs[s, v], k0, t)
             c2 = 0.0
             for p in range(n_pix):
-                w = weight[s, p]
-                if w <= 0.0:
-                    continue
-                lam = wave[p] * dop
-                while k < n_pix - 2 and wave[k + 1] <= lam:
-                    k += 1
-                if lam <= wave[0]:
-                    m = model[ms, 0]
-                elif lam >= wave[n_pix - 1]:
-                    m = model[ms, n_pix - 1]
-                else:
-                    t = (lam - wave[k]) / (wave[k + 1] - wave[k])
-                    m = model[ms, k] + t * (model[ms, k + 1] - model[ms, k])
-                r = flux[s, p] - cont[cs, p] * m
-                c2 += w * r * r
+                m0 = model[ms, k0[p]]
+                r = flux[s, p] - cont[cs, p] * (m0 + t[p] * (model[ms, k0[p] + 1] - m0))
+                c2 += weight[s, p] * r * r
             chi2[s, v] = c2
 
 
@@ -246,7 +263,7 @@ class Fitter:
         wave: F64,
         *,
         dv_bounds: tuple[float, float] = (-100.0, 100.0),
-        dv_step: float = 2.0,
+        dv_step: float = 4.0,
         starts: F64 | None = None,
         start_iterations: int = 5,
         max_iterations: int = 100,
@@ -335,7 +352,7 @@ class Fitter:
         return dvs[0 if dvs.shape[0] == 1 else np.arange(flux.shape[0]), np.argmin(chi2, axis=1)]
 
     def scan_dv(self, flux: F64, weight: F64, continuum: F64 | None) -> F64:
-        """The Doppler shift (on a grid of ``dv_step`` km/s within the bounds) that best matches the
+        """The Doppler shift (on a grid of ``dv_step`` km/s, about an APOGEE pixel, within the bounds) that best matches the
         emulator at the centre of its training range: the starting dv of every fit."""
         lo, hi = self.dv_bounds
         dvs = np.arange(np.ceil(lo / self.dv_step), np.floor(hi / self.dv_step) + 1) * self.dv_step
@@ -345,14 +362,14 @@ class Fitter:
         return self._scan(centre, flux, weight, continuum, dvs[None, :])
 
     def refine_dv(self, theta: F64, flux: F64, weight: F64, cont: Continuum) -> F64:
-        """dv re-scanned with each spectrum's best-start model, +- 3 steps of the first scan in steps of
-        a quarter of it: a better model can move the chi2 minimum by more than the damped steps reach
-        (a linearly interpolated shift makes chi2(dv) ripple on sub-pixel scales)."""
+        """dv re-scanned with each spectrum's current model, +- 1.5 steps of the first scan in steps of
+        a quarter of it: a better model can move the chi2 minimum by more than the damped steps reach (a
+        linearly interpolated shift makes chi2(dv) ripple on sub-pixel scales)."""
         n_labels = self.emu.n_labels
         rest = theta.copy()
         rest[:, n_labels] = 0.0
         model, continuum = self.model(rest, cont)
-        offsets = np.arange(-12, 13) * (self.dv_step / 4)
+        offsets = np.arange(-6, 7) * (self.dv_step / 4)
         dvs = np.clip(theta[:, n_labels, None] + offsets[None, :], *self.dv_bounds)
         return self._scan(model.astype(np.float32), flux, weight, continuum if cont.n_coefficients else None, dvs)
 
