@@ -30,6 +30,27 @@ I64 = npt.NDArray[np.int64]
 ROWS_PER_CALL = 64  # emulator Jacobians held at once: 64 x L x P float32 (~9 MB for 5 labels, 7214 px)
 
 
+@nb.njit(cache=True)
+def _shift_table(wave: F64, dv: float, k0: npt.NDArray[np.int64], t: F64) -> None:  # pragma: no cover
+    """Where each pixel's wavelength falls on the grid after a shift by dv: model[k0] + t (model[k0 + 1]
+    - model[k0]) is the shifted model, with np.interp semantics: held constant beyond the grid, where
+    t is exactly 0 (below) or 1 (above) and the model's slope does not count."""
+    n_pix = wave.size
+    beta = dv / C_KMS
+    dop = np.sqrt((1.0 - beta) / (1.0 + beta))
+    k = 0
+    for p in range(n_pix):
+        lam = wave[p] * dop
+        while k < n_pix - 2 and wave[k + 1] <= lam:
+            k += 1
+        if lam <= wave[0]:
+            k0[p], t[p] = 0, 0.0
+        elif lam >= wave[n_pix - 1]:
+            k0[p], t[p] = n_pix - 2, 1.0
+        else:
+            k0[p], t[p] = k, (lam - wave[k]) / (wave[k + 1] - wave[k])
+
+
 @nb.njit(cache=True, fastmath={"contract", "reassoc", "nsz"})
 def _dot(x: F64, y: F64, lo: int, hi: int) -> float:  # pragma: no cover
     """sum x[lo:hi] * y[lo:hi] (a vectorised reduction)."""
@@ -92,21 +113,15 @@ def _normal_equations(  # pragma: no cover
                     for d in range(n_terms):
                         c += theta[s, n_fixed + r * n_terms + d] * basis[d, p]
                     cont[p] = c
-        k = 0
+        k0s = np.zeros(n_pix, np.int64)
+        ts = np.zeros(n_pix)
+        _shift_table(wave, theta[s, n_labels], k0s, ts)
         for p in range(n_pix):
-            lam = wave[p] * dop
-            while k < n_pix - 2 and wave[k + 1] <= lam:
-                k += 1
-            if lam <= wave[0]:
-                k0, k1, t, slope = 0, 0, 0.0, 0.0
-            elif lam >= wave[n_pix - 1]:
-                k0, k1, t, slope = n_pix - 1, n_pix - 1, 0.0, 0.0
-            else:
-                k0, k1 = k, k + 1
-                dw = wave[k1] - wave[k0]
-                t = (lam - wave[k0]) / dw
-                slope = (model[s, k1] - model[s, k0]) / dw
+            k0, t = k0s[p], ts[p]
+            k1 = k0 + 1
             m = model[s, k0] + t * (model[s, k1] - model[s, k0])
+            inside = wave[0] < wave[p] * dop < wave[n_pix - 1]
+            slope = (model[s, k1] - model[s, k0]) / (wave[k1] - wave[k0]) if inside else 0.0
             ms[p] = m
             if want_model:
                 fitted[s, p] = m if (n_cont == 0 or region[p] >= 0) else 0.0
@@ -146,26 +161,6 @@ def _normal_equations(  # pragma: no cover
         for a in range(q):
             for b in range(a + 1, q):
                 normal[s, b, a] = normal[s, a, b]
-
-
-@nb.njit(cache=True)
-def _shift_table(wave: F64, dv: float, k0: npt.NDArray[np.int64], t: F64) -> None:  # pragma: no cover
-    """Where each pixel's wavelength falls on the grid after a shift by dv: model[k0] + t (model[k0 + 1]
-    - model[k0]) is the shifted model (np.interp semantics: held constant beyond the grid)."""
-    n_pix = wave.size
-    beta = dv / C_KMS
-    dop = np.sqrt((1.0 - beta) / (1.0 + beta))
-    k = 0
-    for p in range(n_pix):
-        lam = wave[p] * dop
-        while k < n_pix - 2 and wave[k + 1] <= lam:
-            k += 1
-        if lam <= wave[0]:
-            k0[p], t[p] = 0, 0.0
-        elif lam >= wave[n_pix - 1]:
-            k0[p], t[p] = n_pix - 2, 1.0
-        else:
-            k0[p], t[p] = k, (lam - wave[k]) / (wave[k + 1] - wave[k])
 
 
 @nb.njit(parallel=True, cache=True, fastmath={"contract", "reassoc", "nsz"})
@@ -362,14 +357,14 @@ class Fitter:
         return self._scan(centre, flux, weight, continuum, dvs[None, :])
 
     def refine_dv(self, theta: F64, flux: F64, weight: F64, cont: Continuum) -> F64:
-        """dv re-scanned with each spectrum's current model, +- 1.5 steps of the first scan in steps of
-        a quarter of it: a better model can move the chi2 minimum by more than the damped steps reach (a
-        linearly interpolated shift makes chi2(dv) ripple on sub-pixel scales)."""
+        """dv re-scanned finely around each spectrum's current dv with its current model: a better model
+        can move the chi2 minimum beyond the reach of damped steps (a linearly interpolated shift makes
+        chi2(dv) ripple on sub-pixel scales, with local minima a fraction of a km/s apart at high S/N)."""
         n_labels = self.emu.n_labels
         rest = theta.copy()
         rest[:, n_labels] = 0.0
         model, continuum = self.model(rest, cont)
-        offsets = np.arange(-6, 7) * (self.dv_step / 4)
+        offsets = np.arange(-24, 25) * (self.dv_step / 16)  # +-6 km/s in 0.25 km/s for the default step
         dvs = np.clip(theta[:, n_labels, None] + offsets[None, :], *self.dv_bounds)
         return self._scan(model.astype(np.float32), flux, weight, continuum if cont.n_coefficients else None, dvs)
 

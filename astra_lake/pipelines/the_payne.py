@@ -15,6 +15,7 @@ continuum fitted jointly), writing ``the_payne`` rows and their model spectra to
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,8 +182,9 @@ class ThePayne:
             raw_e = np.sqrt(np.einsum("kii->ki", cov)) * scale
             rho = cov / np.sqrt(np.einsum("kii->ki", cov)[:, :, None] * np.einsum("kii->ki", cov)[:, None, :])
         e = raw_e * np.sqrt(rchi2)[:, None]
-        if snr is None:
-            with np.errstate(invalid="ignore", divide="ignore"):
+        if snr is None:  # median flux * sqrt(ivar) over the pixels used (NaN for a spectrum without any)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 snr = np.nanmedian(np.where(weight > 0, flux * np.sqrt(weight), np.nan), axis=1)
         snr = np.asarray(snr, dtype=np.float64).reshape(-1)
         failed = ~fit.converged | ~np.isfinite(fit.chi2) | (fit.n_pixels <= n_params) | ~np.all(np.isfinite(raw_e), axis=1)
