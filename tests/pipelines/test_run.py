@@ -228,3 +228,42 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(lake: Lake, tmp_path: P
         lake.run(Pipeline(name="the_cannon", version="1", inputs=("aspcap",), process=wrong, columns=("colour",)))
     with pytest.raises(AstraLakeError, match="source is a source table"):
         lake.run(Pipeline(name="the_cannon", version="1", inputs=("source",), process=wrong))
+
+
+def boss_process(block: Block, model: Any, options: dict[str, Any]) -> Output:
+    """teff = median flux; raises for spectra whose median flux is negative."""
+    assert block.flux is not None and block.wavelength is not None and block.wavelength.shape[-1] == block.flux.shape[1]
+    flux = block.flux.astype(np.float64)
+    if (np.median(flux, axis=1) < 0).any():
+        raise ValueError("negative flux")
+    return Output(columns={"teff": np.median(flux, axis=1)}, model_flux=np.full_like(flux, 0.5), continuum=flux)
+
+
+def test_boss_spectra_and_model_boss(tmp_path: Path) -> None:
+    """A spectrum pipeline over a BOSS table, writing model spectra to model_boss, with a per-spectrum
+    exception flagged by the table's own exception flag."""
+    lake = Lake.init(tmp_path / "boss")
+    src = S.sources(20, seed=7)
+    lake.write("source", src)
+    rows = next(S.spectra("boss_combined", src.column("sdss_id").to_numpy(), seed=8, batch=20))
+    flux = np.asarray(rows.column("flux").to_pylist(), dtype=np.float32)
+    flux[3] = -np.abs(flux[3])
+    rows = rows.set_column(
+        rows.column_names.index("flux"), "flux", pa.FixedSizeListArray.from_arrays(pa.array(flux.ravel()), flux.shape[1])
+    )
+    lake.write("boss_combined", rows)
+    pipeline = Pipeline(
+        name="bossnet", version="1", inputs=("boss_combined",), process=boss_process,
+        failure_flag="flag_unreliable_teff", exception_flag="flag_runtime_exception", model_table="model_boss",
+    )  # fmt: skip
+    summary = lake.run(pipeline, workers=1, batch_rows=8)
+    assert (summary.done, summary.failed) == (20, 1)
+    got = lake.sql(
+        "SELECT b.spectrum_pk, b.teff, flag_runtime_exception, flag_bad FROM bossnet b ORDER BY spectrum_pk"
+    ).to_pylist()
+    bad = [r for r in got if r["flag_runtime_exception"]]
+    assert len(bad) == 1 and bad[0]["teff"] is None and bad[0]["flag_bad"]
+    models = lake.sql("SELECT m.model_flux FROM bossnet b JOIN model_boss m USING (task_pk) WHERE m.pipeline = 'bossnet'")
+    assert models.num_rows == 19 and len(models.column(0)[0].as_py()) == 4648
+    error = lake.sql("SELECT flag, error FROM task_errors").to_pylist()
+    assert error == [{"flag": "flag_runtime_exception", "error": "ValueError: negative flux"}]
