@@ -238,6 +238,45 @@ class Lake:
             write_sidecars(self.catalog.store(output))
         return new
 
+    def run(
+        self,
+        pipeline: Any,
+        *,
+        where: str | None = None,
+        version: Version = None,
+        workers: int | None = None,
+        table: str | None = None,
+        force: bool = False,
+        v_astra: str | None = None,
+        tag: str = "",
+        batch_rows: int = 256,
+        progress: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Run a pipeline (its name, e.g. ``"the_payne"``, or a ``Pipeline``) over its input tables (or
+        ``table``), reading snapshot ``version``; skips spectra that already have a result of this
+        ``v_astra`` major.minor newer than their input unless ``force``; commits every ``batch_rows``
+        results; returns the run's summary (``.message`` says what it did). ``options`` go to the
+        pipeline (e.g. ``model="NN.npz"``). See :mod:`astra_lake.pipelines.framework`.
+        """
+        from astra_lake.pipelines.framework import get
+        from astra_lake.pipelines.run import run_pipeline
+
+        return run_pipeline(
+            self.catalog,
+            self.snapshot(version),
+            get(pipeline) if isinstance(pipeline, str) else pipeline,
+            tables=[table] if table else None,
+            where=where,
+            v_astra=v_astra,
+            force=force,
+            workers=workers,
+            batch_rows=batch_rows,
+            tag=tag,
+            options=options,
+            progress=progress,
+        )
+
     def info(self) -> dict[str, Any]:
         """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
         self.catalog.synced()

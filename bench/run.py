@@ -2,7 +2,7 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset
+    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes ingest pipelines)
     python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
@@ -24,6 +24,7 @@ import bench_cli
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_pipelines
 import bench_scan
 
 
@@ -67,6 +68,8 @@ def main() -> None:
             sizes = [int(x) for x in (args.summary_rows or ("20000" if args.quick else "100000,1000000")).split(",")]
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
             out += [*bench_ingest.summary_bench(work, sizes), ""]
+        if "pipelines" in args.what:
+            out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

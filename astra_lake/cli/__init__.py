@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "ingest_cmd:ingest",
     "flags": "flags_cmd:flags",
     "schema": "schema_cmd:app",
+    "run": "run_cmd:run",
     "demo": "demo_cmd:demo",
 }
 

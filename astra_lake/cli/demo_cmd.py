@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
+import pyarrow as pa
 import typer
 from rich.table import Table as RichTable
 
@@ -127,6 +128,9 @@ def demo(
     lake.apply(ChebyshevNormalize(), table="apogee_star", output="normalized_apogee", where="snr > 100")
     console.print(f"normalized_apogee rows: {lake.sql('SELECT count(*) FROM normalized_apogee').column(0)[0].as_py()}")
 
+    console.rule("4b. Science in the lake: The Payne and The Cannon (lake.run / astra-lake run)")
+    _science(lake, path)
+
     console.rule("5. Tag and export a reproducible release")
     tag = lake.tag("demo-v1")
     out = path / "release" / "astraAllStarASPCAP-demo.parquet"
@@ -141,3 +145,64 @@ def demo(
     size_mb = float(str(info["bytes"])) / 1e6
     console.print(f"wrote {out} ({info['rows']} rows, {size_mb:.1f} MB, sha256 {str(info['sha256'])[:16]}...)")
     console.print(f"done in {time.perf_counter() - t0:.1f} s; explore with: astra-lake info --lake {path}")
+
+
+PAYNE_FILES = Path(__file__).resolve().parents[2] / "tests" / "data" / "payne"
+
+
+def _science(lake: Lake, path: Path, n: int = 240) -> None:
+    """Emulated apStar spectra with known labels; The Payne fits them; a Cannon trained from a SQL query
+    over the Payne's results runs on them; both queried with their flags and model spectra."""
+    from astra_lake.pipelines.emulated import apogee_star_rows
+    from astra_lake.pipelines.the_cannon import TheCannon
+    from astra_lake.pipelines.the_payne import ThePayne
+
+    files: dict[str, Any] = {"model": str(PAYNE_FILES / "NN_normalized_spectra.npz")}
+    files |= {
+        "mask": str(PAYNE_FILES / "apogee_mask.npz"),
+        "continuum_pixels": str(PAYNE_FILES / "cannon_cont_pixels_apogee.npz"),
+    }
+    payne = ThePayne.load(files["model"])
+    rng = np.random.default_rng(7)
+    src = S.sources(n, seed=8, first_sdss_id=20_000_000)
+    lake.upsert("source", src)
+    labels = payne.emulator.unscale(rng.uniform(-0.35, 0.35, (n, payne.emulator.n_labels)))
+    ids = src.column("sdss_id").to_numpy()
+    lake.write("apogee_star", apogee_star_rows(payne, ids, labels, snr=rng.uniform(40, 300, n), dv=rng.uniform(-3, 3, n)))
+    where = "release = 'emulated'"
+    console.print(lake.run("the_payne", table="apogee_star", where=where, progress=True, **files).message)
+    console.print(lake.run("the_payne", table="apogee_star", where=where, **files).message)
+    con = lake.connect()
+    _show(
+        "the_payne: results by flag (flag_warn: any flag, e.g. flag_low_snr; flag_bad: fitting failure)",
+        con.sql(
+            "SELECT flag_warn, flag_bad, flag_low_snr, count(*) AS n, round(avg(teff), 1) AS mean_teff, "
+            "round(median(e_teff), 1) AS median_e_teff FROM the_payne GROUP BY ALL ORDER BY ALL"
+        ).to_arrow_table(),
+    )
+    truth = pa.table({"sdss_id": ids, "true_teff": labels[:, 0], "true_logg": labels[:, 1]})
+    con.register("truth", truth)
+    _show(
+        "the_payne against the emulated truth, with its model spectra (JOIN model_apogee USING (task_pk))",
+        con.sql(
+            "SELECT count(*) AS n, round(stddev(p.teff - t.true_teff), 1) AS sd_teff, round(stddev(p.logg - t.true_logg), 3) "
+            "AS sd_logg, round(avg(p.reduced_chi2), 3) AS mean_rchi2, min(len(m.model_flux)) AS model_pixels "
+            "FROM the_payne p JOIN apogee_star s USING (spectrum_pk) JOIN truth t ON t.sdss_id = s.sdss_id "
+            "JOIN model_apogee m ON m.task_pk = p.task_pk AND m.pipeline = 'the_payne' WHERE NOT p.flag_bad"
+        ).to_arrow_table(),
+    )
+    query = "SELECT spectrum_pk, teff, logg, fe_h, mg_fe, v_macro FROM the_payne WHERE NOT flag_bad AND NOT flag_low_snr"
+    cannon = TheCannon.train_from_lake(lake.snapshot(), query, table="apogee_star", order=2)
+    model = cannon.save(path / "the_cannon_demo.npz")
+    console.print(f"trained a Cannon on {cannon.meta['n_training']} spectra from: {query}")
+    console.print(lake.run("the_cannon", table="apogee_star", where=where, model=str(model), progress=True).message)
+    _show(
+        "the_cannon against the_payne (The Cannon defines no flag_warn/flag_bad: test flag_fitting_failure)",
+        lake.connect()
+        .sql(
+            "SELECT count(*) AS n, round(avg(c.teff - p.teff), 1) AS mean_dteff, round(stddev(c.teff - p.teff), 1) AS sd_dteff, "
+            "round(stddev(c.fe_h - p.fe_h), 3) AS sd_dfe_h FROM the_cannon c JOIN the_payne p USING (spectrum_pk) "
+            "WHERE NOT c.flag_fitting_failure AND NOT p.flag_low_snr"
+        )
+        .to_arrow_table(),
+    )

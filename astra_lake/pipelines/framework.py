@@ -1,0 +1,213 @@
+"""How to declare a pipeline that ``lake.run`` / ``astra-lake run`` can run.
+
+A pipeline is a module ``astra_lake/pipelines/<name>.py`` with a module-level ``PIPELINE``; it has no
+I/O code of its own: the runner selects the work, reads blocks from one pinned snapshot, calls the
+pipeline's function, writes results / model spectra / errors in committed batches, and records timing
+and provenance (see :mod:`astra_lake.pipelines.run`)::
+
+    from astra_lake.pipelines.framework import Block, Output, Pipeline
+
+    def load(options):                       # once per run, before any block (e.g. read the model file)
+        return MyNet.read(options["model"])
+
+    def process(block: Block, net: MyNet, options) -> Output:
+        teff, logg = net.predict(block.flux, block.ivar)      # block.flux: (n, npix) float32
+        bad = ~np.isfinite(teff)
+        return Output(
+            columns={"teff": teff, "logg": logg},             # result-table columns, n values each
+            flags={"result_flags": np.where(bad, FLAG, 0)},   # optional: values OR-ed into flag columns
+            failed={int(i): "no finite prediction" for i in np.flatnonzero(bad)},
+            model_flux=None, continuum=None,                  # optional (n, npix of model_table's grid)
+        )
+
+    PIPELINE = Pipeline(
+        name="my_pipeline",                   # its result table in data_schema/tables/ (kind: pipeline)
+        version="1.0.0",                      # the pipeline's own version, recorded in ``runs``
+        inputs=("apogee_star",),              # spectrum table(s) it accepts; the first ones run by default
+        process=process,
+        load=load,
+        options={"model": None},              # every accepted option with its default ("model" = --model)
+        files=("model",),                     # options that name files: their sha256 goes into ``runs``
+        columns=("snr",),                     # extra input columns the function reads (block.column("snr"))
+        failure_flag="flag_fitting_failure",  # result_flags bit set on rows listed in Output.failed
+        exception_flag="flag_runtime_exception",  # set when process() raises for a spectrum (default: failure_flag)
+        model_table="model_apogee",           # where Output.model_flux / continuum go (keyed by task_pk)
+    )
+
+Rules the runner applies, so a pipeline does not have to:
+
+- **Input.** ``inputs`` are spectrum tables (``block.flux``, ``block.ivar``, ``block.pixel_flags``
+  ``(n, npix)``, ``block.wavelength`` ``(npix,)`` or ``(n, npix)`` for native-grid tables such as
+  ``boss_visit``) or, for column-input pipelines, result tables: then ``block.flux`` is None and
+  ``block.column(name)`` gives the ``columns`` (the input's newest row per spectrum, since results are
+  keyed by ``spectrum_pk``). ``--table T`` picks one of ``inputs``; ``--where SQL`` filters the input
+  table's view (e.g. ``"snr > 50"`` or ``"NOT flag_bad"``).
+- **Failures.** A row listed in ``Output.failed`` gets ``failure_flag`` and a ``task_errors`` row. If
+  ``process`` raises, the block is retried one spectrum at a time; each spectrum that still raises gets
+  a result row with only ``exception_flag`` set and its exception in ``task_errors``. A run never aborts
+  for one spectrum.
+- **Identity and provenance.** ``spectrum_pk``, ``source_pk``, ``sdss_id``, ``v_astra``, ``task_pk``,
+  ``run_id``, ``t_elapsed``, ``t_overhead`` and ``tag`` are filled by the runner; ``Output.columns``
+  holds only the pipeline's own columns (the runner names the first unknown one if any is not declared).
+- **Speed.** ``workers`` is the number of threads the pipeline may use: the runner sets numba's thread
+  count to it, and ``options["workers"]`` carries it (e.g. for onnxruntime's intra-op threads).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from astra_lake.errors import AstraLakeError, UnknownTableError
+from astra_lake.schema.loader import Schema
+
+
+class PipelineError(AstraLakeError):
+    """A pipeline declaration or its options are invalid, or a pipeline returned malformed output."""
+
+
+@dataclass
+class Block:
+    """One block of input rows: identity and requested columns in ``meta``; pixels for spectrum inputs."""
+
+    table: str
+    meta: pa.Table
+    wavelength: npt.NDArray[np.float64] | None = None
+    flux: npt.NDArray[np.float32] | None = None
+    ivar: npt.NDArray[np.float32] | None = None
+    pixel_flags: npt.NDArray[np.int32] | None = None
+
+    def __len__(self) -> int:
+        return int(self.meta.num_rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """A metadata column as numpy (nulls become NaN for floats)."""
+        if name not in self.meta.column_names:
+            raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns")
+        return self.meta.column(name).to_numpy(zero_copy_only=False)
+
+    def take(self, rows: npt.ArrayLike) -> Block:
+        """The sub-block of the given row positions."""
+        idx = np.asarray(rows, dtype=np.int64)
+        pick = (lambda a: None if a is None else a[idx]) if self.flux is not None else (lambda a: None)
+        wave = self.wavelength
+        if wave is not None and wave.ndim == 2:
+            wave = wave[idx]
+        return Block(self.table, self.meta.take(pa.array(idx)), wave, pick(self.flux), pick(self.ivar), pick(self.pixel_flags))
+
+
+@dataclass
+class Output:
+    """What a pipeline returns for a block of n rows.
+
+    ``columns``: result-table columns, n values each. ``flags``: values OR-ed into flag columns.
+    ``failed``: row position -> one-line reason (the failure flag is set, a ``task_errors`` row written).
+    ``model_flux`` / ``continuum``: ``(n, npix)`` on the grid of the pipeline's ``model_table``.
+    """
+
+    columns: Mapping[str, npt.ArrayLike] = field(default_factory=dict)
+    flags: Mapping[str, npt.ArrayLike] = field(default_factory=dict)
+    failed: Mapping[int, str] = field(default_factory=dict)
+    model_flux: npt.NDArray[np.floating] | None = None
+    continuum: npt.NDArray[np.floating] | None = None
+
+
+Process = Callable[[Block, Any, dict[str, Any]], Output]
+Load = Callable[[dict[str, Any]], Any]
+
+
+def _no_model(options: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline: its result table, version, inputs, block function and options (see module docstring)."""
+
+    name: str
+    version: str
+    inputs: tuple[str, ...]
+    process: Process
+    load: Load = _no_model
+    options: Mapping[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    failure_flag: str = "flag_fitting_failure"
+    exception_flag: str | None = None
+    model_table: str | None = None
+    description: str = ""
+
+    def check(self, schema: Schema) -> None:
+        """Refuse a declaration that does not match data_schema/ (one line naming what is wrong)."""
+        try:
+            result = schema.table(self.name)
+            inputs = [schema.table(t) for t in self.inputs]
+        except UnknownTableError as exc:
+            raise PipelineError(f"pipeline {self.name}: {exc}") from None
+        if result.kind != "pipeline":
+            raise PipelineError(f"pipeline {self.name}: its result table is a {result.kind} table, expected kind: pipeline")
+        for t in inputs:
+            if t.kind not in ("spectrum", "pipeline"):
+                raise PipelineError(
+                    f"pipeline {self.name}: input {t.name} is a {t.kind} table; results are keyed by spectrum_pk, "
+                    "so inputs are spectrum or result tables"
+                )
+            missing = [c for c in self.columns if c not in t.column_names]
+            if missing:
+                raise PipelineError(f"pipeline {self.name}: input {t.name} has no column(s) {', '.join(missing)}")
+        summary = result.summary_column
+        for flag in (self.failure_flag, self.exception_flag):
+            if flag is not None and (summary is None or summary.latest.flag(flag) is None):
+                raise PipelineError(f"pipeline {self.name}: {result.name} has no flag {flag!r} in its summary flag column")
+        if self.model_table is not None and schema.table(self.model_table).kind != "pixel":
+            raise PipelineError(f"pipeline {self.name}: model_table {self.model_table} is not a pixel table")
+        unknown = [f for f in self.files if f not in self.options]
+        if unknown:
+            raise PipelineError(f"pipeline {self.name}: files {unknown} are not declared options")
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated with ``given``; an option the pipeline does not declare is an error."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            valid = ", ".join(sorted(self.options)) or "(none)"
+            raise PipelineError(f"pipeline {self.name} has no option(s) {', '.join(unknown)}; options: {valid}")
+        return {**self.options, **{k: v for k, v in given.items() if v is not None}}
+
+
+def available() -> list[str]:
+    """Names of the modules of ``astra_lake.pipelines`` that declare a ``PIPELINE``."""
+    import astra_lake.pipelines as package
+
+    names = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and _declares(info.name):
+            names.append(info.name)
+    return sorted(names)
+
+
+def _declares(module: str) -> bool:
+    try:
+        return isinstance(getattr(importlib.import_module(f"astra_lake.pipelines.{module}"), "PIPELINE", None), Pipeline)
+    except ImportError:
+        return False
+
+
+def get(name: str) -> Pipeline:
+    """The pipeline declared by module ``astra_lake.pipelines.<name>``."""
+    try:
+        module = importlib.import_module(f"astra_lake.pipelines.{name}") if name.isidentifier() else None
+    except ModuleNotFoundError as exc:
+        if exc.name != f"astra_lake.pipelines.{name}":
+            raise
+        module = None
+    pipeline = getattr(module, "PIPELINE", None)
+    if not isinstance(pipeline, Pipeline):
+        raise UnknownTableError(f"unknown pipeline {name!r}; pipelines: {', '.join(available()) or '(none)'}")
+    return pipeline
