@@ -22,6 +22,7 @@ def readme_block(heading: str) -> str:
 
 def test_the_using_it_block_runs_on_the_demo_lake(demo_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(demo_lake, tmp_path / "demo-lake")  # the block tags and writes: work on a copy
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the block runs from a checkout: it names a bundled model
     monkeypatch.chdir(tmp_path)
     code = readme_block("Using it")
     namespace: dict[str, object] = {}
