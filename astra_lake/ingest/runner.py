@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -232,7 +233,9 @@ class Ingestor:
         if self.workers == 1 or len(files) < 2:
             yield from map(_work, args)
             return
-        with ProcessPoolExecutor(self.workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        # spawn, not fork: forking a process that runs DuckDB / Arrow / numba threads can crash the child
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             yield from pool.map(_work, args, chunksize=4)
 
     # -- per-spectrum files: a batch of files, staged together ----------------------------------
