@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
+from astra_lake.products.filters import ReleaseFilter
+from astra_lake.products.release import Manifest
 from astra_lake.query import duck, polars_scan
 from astra_lake.query.batches import spectra_batches
 from astra_lake.query.snapshot import Snapshot
@@ -187,6 +189,36 @@ class Lake:
             new = run_apply(self.catalog, snap, task, table=table, output=output, where=where, v_astra=v_astra, progress=progress)
             write_sidecars(self.catalog.store(output))
         return new
+
+    def release(
+        self,
+        name: str,
+        *,
+        tag: str,
+        out: str | os.PathLike[str],
+        formats: Iterable[str] = ("fits", "parquet", "hats"),
+        release_filter: str | os.PathLike[str] | ReleaseFilter | None = None,
+        v_astra: str | None = None,
+        progress: bool = False,
+    ) -> Manifest:
+        """Write release ``name`` of a tag into the new folder ``out``: FITS products per the SDSS datamodel,
+        Parquet and HATS catalogs of every table, and ``manifest.json`` (sizes, sha256, table versions).
+        The same tag always gives byte-identical files; ``release_filter`` (a YAML file or
+        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out."""
+        from astra_lake.products.release import create_release
+
+        if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
+            release_filter = ReleaseFilter.read(Path(release_filter))
+        return create_release(
+            self.catalog,
+            name,
+            tag=tag,
+            out=Path(out),
+            formats=formats,
+            release_filter=release_filter,
+            v_astra=v_astra,
+            progress=progress,
+        )
 
     def info(self) -> dict[str, Any]:
         """Tables (rows, files, bytes, Delta version), lake version and tags."""

@@ -51,12 +51,17 @@ class IngestError(AstraLakeError):
     format_guess: str = "unknown"
 
 
+class ReleaseError(AstraLakeError, ValueError):
+    """A release cannot be made or does not verify (bad filter, unknown tag, changed or missing file)."""
+
+
 __all__ = [
     "AstraLakeError",
     "CommitConflictError",
     "FlagError",
     "IngestError",
     "LakeNotFoundError",
+    "ReleaseError",
     "SchemaError",
     "UndefinedSummaryFlagError",
     "UnknownTableError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from astra_lake.cli import demo_cmd, flags_cmd, ingest_cmd, lake_cmd, schema_cmd
+from astra_lake.cli import demo_cmd, flags_cmd, ingest_cmd, lake_cmd, release_cmd, schema_cmd
 
 app = typer.Typer(
     name="astra-lake",
@@ -19,6 +19,7 @@ app.command("ingest")(ingest_cmd.ingest)
 for _name in ("init", "info", "sql", "versions", "tag", "compact", "vacuum"):
     app.command(_name)(getattr(lake_cmd, _name))
 app.add_typer(schema_cmd.app, name="schema")
+app.add_typer(release_cmd.app, name="release")
 
 
 def main() -> None:
