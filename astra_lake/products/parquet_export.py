@@ -10,6 +10,7 @@ units, UCDs and descriptions are in the Arrow field metadata, the VOParquet docu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,13 +67,18 @@ def table_export(ctx: ReleaseContext, table: str) -> TableExport:
     return TableExport(table, f"SELECT {', '.join(items)} FROM {release_view(table)} t{joins}", infos, order)
 
 
+@functools.lru_cache(maxsize=64)
+def _astropy_yaml(fields: tuple[pa.Field, ...], infos: tuple[ColumnInfo, ...]) -> str:
+    return astropy_table_yaml(list(fields), list(infos))
+
+
 class ReleaseParquetWriter:
     """A Parquet file written batch by batch; release metadata (which needs the text widths) at close."""
 
     def __init__(self, path: Path, export: TableExport, schema: pa.Schema, description: str, row_group_rows: int) -> None:
         self.fields = [arrow_field(info, schema.field(info.name).type) for info in export.infos]
         # astropy's Table.read takes units and descriptions from the schema's table_meta_yaml
-        meta = {"astra_lake.table": export.table, "table_meta_yaml": astropy_table_yaml(self.fields, export.infos)}
+        meta = {"astra_lake.table": export.table, "table_meta_yaml": _astropy_yaml(tuple(self.fields), tuple(export.infos))}
         self.schema = pa.schema(self.fields, metadata=meta)
         self.infos, self.description, self.row_group_rows = export.infos, description, row_group_rows
         path.parent.mkdir(parents=True, exist_ok=True)

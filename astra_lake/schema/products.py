@@ -11,8 +11,9 @@ Three kinds of file live there:
   column list of every product: FITS name, FITS type code and the lake column (SQL) it comes from.
   A test checks it equals a fresh generation.
 
-Units and descriptions are not copied: :func:`load_products` takes them from data_schema/ (tables
-and flags) through each column's source, so the lake's declarations stay the single source of truth.
+Units and descriptions are not copied into the generated files: :func:`load_products` takes them from
+the datamodel extract (the published TUNIT / TCOMM text) where it gives them, else from data_schema/
+(tables and flags) through each column's source.
 """
 
 from __future__ import annotations
@@ -460,13 +461,19 @@ def _column(schema: Schema, raw: list[Any], tables: dict[str, str], dm_cols: dic
         return ProductColumn(name, tform, None, dm[2], f"{dm[3]} (not stored in the lake; written as its null fill)".strip())
     if expr.startswith("grid:"):
         grid = schema.grids[expr.split(":", 1)[1]]
-        return ProductColumn(name, tform, expr, "Angstrom", f"Vacuum wavelength of each pixel ({grid.description})")
+        dm = dm_cols.get(name, ["", "", "", ""])
+        return ProductColumn(
+            name, tform, expr, dm[2] or "Angstrom", dm[3] or f"Vacuum wavelength of each pixel ({grid.description})"
+        )
     ref = expr.removeprefix("v_astra_to_str(").rstrip(")")
     alias, column = ref.split(".", 1)
     if alias not in tables:
         raise SchemaError(f"{where}: column {name!r} reads alias {alias!r}, which is not one of {sorted(tables)}")
     _typ, unit, description = column_meta(schema, tables[alias], column)
-    if column != name:
+    dm = dm_cols.get(name)
+    if dm is not None:  # the published spelling wins where the datamodel gives one
+        unit, description = dm[2] or unit, dm[3] or description
+    elif column != name:
         description = f"{description} ({tables[alias]}.{column})"
     return ProductColumn(name, tform, expr, unit, description, f"{tables[alias]}.{column}")
 
