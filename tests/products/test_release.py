@@ -90,7 +90,7 @@ def test_cli_create_and_verify(release_lake: Lake, tmp_path: Path) -> None:
 def test_bad_requests_are_one_line_typed_errors_and_write_nothing(release_lake: Lake, tmp_path: Path) -> None:
     with pytest.raises(VersionNotFoundError, match="no tag 'nope'"):
         release_lake.release("x", tag="nope", out=tmp_path / "a")
-    with pytest.raises(ReleaseError, match="unknown release format.*votable"):
+    with pytest.raises(ReleaseError, match=r"unknown release format.*votable"):
         release_lake.release("x", tag=TAG, out=tmp_path / "b", formats=["votable"])
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "keep.txt").write_text("mine")
