@@ -125,7 +125,8 @@ def _header(cards: Iterable[Card]) -> bytes:
 
 
 def _render(cards: Sequence[Card], datasum: int, stamp: str) -> bytes:
-    """Header bytes with DATASUM = ``datasum`` and the CHECKSUM that makes the HDU sum to -0."""
+    """Header bytes with DATASUM = ``datasum`` and the CHECKSUM that makes the HDU sum to -0 (where the
+    cards have CHECKSUM / DATASUM: products declare them per HDU, as the datamodel does)."""
 
     def with_sums(checksum: str) -> bytes:
         done = []
@@ -138,9 +139,8 @@ def _render(cards: Sequence[Card], datasum: int, stamp: str) -> bytes:
                 done.append((key, value, comment))
         return _header(done)
 
-    keys = [c[0] for c in cards]
-    if "CHECKSUM" not in keys:
-        cards = [*cards, ("CHECKSUM", "", ""), ("DATASUM", "", "")]
+    if "CHECKSUM" not in (c[0] for c in cards):  # the product declares no checksum for this HDU
+        return with_sums("")
     blank = with_sums("0" * 16)
     total = OnesComplementSum()
     total.update(blank)
