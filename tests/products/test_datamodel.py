@@ -119,7 +119,15 @@ def test_every_fits_file_matches_its_datamodel(release: tuple[Path, Manifest], r
                     if dm_desc:
                         assert comm.startswith(dm_desc), f"{where} {name}"
                     assert comm, f"{where} {name} has no TCOMM"
-    assert {"astraAllStarASPCAP", "astraAllStarBossNet", "astraAllVisitBossNet", "mwmAllStar", "mwmAllVisit", "mwmStar", "mwmVisit"} <= seen
+    assert {
+        "astraAllStarASPCAP",
+        "astraAllStarBossNet",
+        "astraAllVisitBossNet",
+        "mwmAllStar",
+        "mwmAllVisit",
+        "mwmStar",
+        "mwmVisit",
+    } <= seen
 
 
 def test_products_without_a_datamodel_take_every_view_column_of_their_tables(release: tuple[Path, Manifest]) -> None:
@@ -134,7 +142,9 @@ def test_products_without_a_datamodel_take_every_view_column_of_their_tables(rel
         assert all(c[3] for c in _columns(hdul[1].header))
 
 
-def test_per_source_files_are_sharded_by_sdss_id_and_sources_without_one_are_kept(release: tuple[Path, Manifest], release_lake: Lake) -> None:
+def test_per_source_files_are_sharded_by_sdss_id_and_sources_without_one_are_kept(
+    release: tuple[Path, Manifest], release_lake: Lake
+) -> None:
     out, manifest = release
     paths = [f["path"] for f in manifest.files if "/spectra/star/" in f["path"]]
     con = release_lake.connect(TAG)
