@@ -116,3 +116,30 @@ def release_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 def release(release_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     out = tmp_path_factory.mktemp("out") / "dr-test"
     return out, release_lake.release("test", tag=TAG, out=out)
+
+
+def build_small_lake(path: Path, seed: int) -> Lake:
+    """A synthetic lake of a dozen sources whose targeting bits come from a small pool (so a filter that
+    excludes a carton or program hits several sources), with coadds, visits over a range of MJDs and results."""
+    lake = Lake.init(path)
+    rng = np.random.default_rng(seed)
+    src = S.sources(12, seed=seed, first_sdss_id=7_000_000 + 100 * seed)
+    pool = [b.bit for b in load_schema().targeting if b.bit > 0][::40][:6]
+    flags = []
+    for _ in range(12):
+        packed = np.zeros(72, np.uint8)
+        for bit in rng.choice(pool, size=2, replace=False):
+            packed[bit // 8] |= 1 << (bit % 8)
+        flags.append(packed[: int(np.flatnonzero(packed).max()) + 1].tobytes())
+    src = src.set_column(src.column_names.index("sdss5_target_flags"), "sdss5_target_flags", pa.array(flags, pa.binary()))
+    lake.upsert("source", src)
+    pks = lake.sql("SELECT source_pk FROM source ORDER BY source_pk").column(0).to_numpy()
+    _spectra(lake, "apogee_star", pks[:8], seed + 1, max_mjd=rng.integers(59000, 60000, 8))
+    _spectra(lake, "boss_combined", pks[4:], seed + 2, max_mjd=rng.integers(59000, 60000, 8))
+    _spectra(lake, "boss_rest_frame_visit", pks[4:10], seed + 3, mjd=rng.integers(59000, 60000, 6))
+    apogee = lake.sql("SELECT spectrum_pk FROM apogee_star ORDER BY 1").column(0).to_numpy()
+    boss = lake.sql("SELECT spectrum_pk FROM boss_combined ORDER BY 1").column(0).to_numpy()
+    lake.upsert("aspcap", S.results("aspcap", apogee, seed=seed + 4))
+    lake.upsert("bossnet", S.results("bossnet", boss, seed=seed + 5))
+    lake.tag(TAG)
+    return lake
