@@ -3,6 +3,7 @@
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
     python bench/run.py kernels lake    # a subset
+    python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_release
 
 
 def main() -> None:
@@ -54,6 +56,8 @@ def main() -> None:
         if "writes" in args.what:
             n_results = 250_000 if args.quick else 1_000_000
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
+        if "release" in args.what:
+            out += ["## Release export", "", *bench_release.run(work, 100_000 if args.quick else 1_000_000), ""]
         if "ingest" in args.what:
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
     finally:
