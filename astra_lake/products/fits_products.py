@@ -302,22 +302,25 @@ def _local_repeat(ctx: ReleaseContext, c: _Column, rows: pa.Table) -> int:
 def write_per_source(ctx: ReleaseContext, product: Product, on_file: Callable[[str], None]) -> int:
     """Every file of a per-source product (one per source with rows in any HDU); returns how many.
 
-    Sources are taken in chunks of consecutive ``source_pk``: each HDU's rows of a chunk are read in
-    one query, so memory holds one chunk, never a table."""
+    Sources are taken in chunks of neighbours on the sky (a chunk's HEALPix range prunes files and row
+    groups, since tables are sorted by ``_healpix_29``); each HDU's rows of a chunk are read in one query,
+    so memory holds one chunk, never a table."""
     hdu_cols = [_columns(ctx, h) for h in product.hdus]
-    drivers = " UNION ".join(f"SELECT source_pk FROM {release_view(h.driver.table)}" for h in product.hdus)
-    pks = [
-        r[0]
-        for r in ctx.con.execute(f"SELECT DISTINCT source_pk FROM ({drivers}) WHERE source_pk IS NOT NULL ORDER BY 1").fetchall()
-    ]
+    drivers = " UNION ALL ".join(f"SELECT source_pk, _healpix_29 FROM {release_view(h.driver.table)}" for h in product.hdus)
+    placed = ctx.con.execute(
+        f"SELECT source_pk, min(_healpix_29), max(_healpix_29) FROM ({drivers}) WHERE source_pk IS NOT NULL "
+        "GROUP BY source_pk ORDER BY 2, 1"
+    ).fetchall()
     empty = [
         ctx.con.sql(hdu_sql(hdu, cols, None, extra="sp.source_pk AS __pk", also="false")).to_arrow_table()
         for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
     ]
     written = 0
-    for start in range(0, len(pks), SOURCES_PER_CHUNK):
-        lo, hi = pks[start], pks[min(start + SOURCES_PER_CHUNK, len(pks)) - 1]
-        span = f"sp.source_pk BETWEEN {lo} AND {hi}"
+    for start in range(0, len(placed), SOURCES_PER_CHUNK):
+        chunk = placed[start : start + SOURCES_PER_CHUNK]
+        lo, hi = min(r[1] for r in chunk), max(r[2] for r in chunk)
+        pks = ", ".join(str(r[0]) for r in chunk)
+        span = f"sp._healpix_29 BETWEEN {lo} AND {hi} AND sp.source_pk IN ({pks})"
         parts = [
             _by_source(
                 ctx.con.sql(
@@ -327,13 +330,11 @@ def write_per_source(ctx: ReleaseContext, product: Product, on_file: Callable[[s
             for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
         ]
         sources = ctx.con.sql(
-            f"SELECT * FROM {release_view('source')} WHERE source_pk BETWEEN {lo} AND {hi} ORDER BY source_pk"
+            f"SELECT * FROM {release_view('source')} WHERE source_pk IN ({pks}) ORDER BY source_pk"
         ).to_arrow_table()
         for source in sources.to_pylist():
             pk = source["source_pk"]
             rows = [(cols, part.get(pk, blank)) for cols, part, blank in zip(hdu_cols, parts, empty, strict=True)]
-            if all(r.num_rows == 0 for _, r in rows):
-                continue
             rel = _source_path(product, ctx.v_astra, source)
             _write_source_file(ctx, product, ctx.root / "fits" / rel, source, rows)
             on_file(rel)

@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -101,46 +102,63 @@ class ReleaseParquetWriter:
         return {k.decode(): v.decode() for k, v in (self.schema.metadata or {}).items()} | meta
 
 
-def write_parquet(ctx: ReleaseContext, table: str, path: Path) -> int:
-    """``parquet/<table>.parquet``; returns its row count."""
+def write_table(ctx: ReleaseContext, table: str, parquet: Path | None, hats: Path | None) -> int:
+    """A table as ``parquet`` (one file) and / or a HATS catalog under ``hats``, from one ordered stream:
+    rows come sorted by ``_healpix_29``, so each HEALPix leaf is a contiguous run written to its own file."""
     export = table_export(ctx, table)
     tbl = ctx.schema.table(table)
     reader = ctx.con.sql(export.sql()).to_arrow_reader(tbl.row_group_rows)
-    writer = ReleaseParquetWriter(path, export, reader.schema, tbl.description, tbl.row_group_rows)
+    flat = ReleaseParquetWriter(parquet, export, reader.schema, tbl.description, tbl.row_group_rows) if parquet else None
+    shift = 2 * (29 - tbl.healpix_order)
+    leaves: list[tuple[int, int]] = []
+    leaf: ReleaseParquetWriter | None = None
+    meta: dict[str, str] = {}
+    rows = 0
     for batch in reader:
-        writer.write(batch)
-    writer.close()
-    return writer.rows
+        rows += batch.num_rows
+        if flat is not None:
+            flat.write(batch)
+        if hats is None or batch.num_rows == 0:
+            continue
+        pixels = batch.column("_healpix_29").to_numpy() >> shift
+        starts = np.r_[0, np.flatnonzero(np.diff(pixels)) + 1]
+        for a, b in zip(starts, np.r_[starts[1:], len(pixels)], strict=True):
+            npix = int(pixels[a])
+            if not leaves or leaves[-1][1] != npix:
+                if leaf is not None:
+                    meta = leaf.close()
+                leaves.append((tbl.healpix_order, npix))
+                path = (
+                    hats / "dataset" / f"Norder={tbl.healpix_order}" / f"Dir={(npix // 10_000) * 10_000}" / f"Npix={npix}.parquet"
+                )
+                leaf = ReleaseParquetWriter(path, export, reader.schema, tbl.description, tbl.row_group_rows)
+            assert leaf is not None
+            leaf.write(batch.slice(int(a), int(b - a)))
+    if flat is not None:
+        flat.close()
+    if leaf is not None:
+        meta = leaf.close()
+    if hats is not None and leaves:
+        assert leaf is not None
+        _hats_sidecars(ctx, table, hats, leaf.fields, meta, leaves, rows)
+    return rows
 
 
-def write_hats(ctx: ReleaseContext, table: str, root: Path) -> int:
-    """A HATS catalog of a table at the tag: one leaf file per HEALPix pixel of the tag's snapshot."""
-    export = table_export(ctx, table)
-    tbl = ctx.schema.table(table)
-    leaves = sorted({(f.norder, f.npix) for f in ctx.snapshot.files(table)})
-    shift_of = {o: 2 * (29 - o) for o, _ in leaves}
-    kept, nrows, max_rows, meta = [], 0, 0, {}
-    schema = ctx.con.sql(export.sql() + " LIMIT 0").to_arrow_table().schema
+def _hats_sidecars(
+    ctx: ReleaseContext,
+    table: str,
+    root: Path,
+    fields: list[pa.Field],
+    meta: dict[str, str],
+    leaves: list[tuple[int, int]],
+    nrows: int,
+) -> None:
+    counts = {}
     for norder, npix in leaves:
-        lo, hi = npix << shift_of[norder], ((npix + 1) << shift_of[norder]) - 1
-        reader = ctx.con.sql(export.sql(f"t._healpix_29 BETWEEN {lo} AND {hi}")).to_arrow_reader(tbl.row_group_rows)
         path = root / "dataset" / f"Norder={norder}" / f"Dir={(npix // 10_000) * 10_000}" / f"Npix={npix}.parquet"
-        writer: ReleaseParquetWriter | None = None
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            writer = writer or ReleaseParquetWriter(path, export, schema, tbl.description, tbl.row_group_rows)
-            writer.write(batch)
-        if writer is not None:
-            meta = writer.close()
-            kept.append((norder, npix))
-            nrows += writer.rows
-            max_rows = max(max_rows, writer.rows)
-    if not kept:
-        return 0
-    fields = [arrow_field(info, schema.field(info.name).type) for info in export.infos]
+        counts[npix] = pq.ParquetFile(path).metadata.num_rows
     pq.write_metadata(pa.schema(fields, metadata=meta), str(root / "dataset" / "_common_metadata"))
-    (root / "partition_info.csv").write_text("Norder,Npix\n" + "".join(f"{o},{p}\n" for o, p in kept))
+    (root / "partition_info.csv").write_text("Norder,Npix\n" + "".join(f"{o},{p}\n" for o, p in leaves))
     props = {
         "obs_collection": table,
         "dataproduct_type": "object",
@@ -149,12 +167,11 @@ def write_hats(ctx: ReleaseContext, table: str, root: Path) -> int:
         "hats_col_dec": "dec",
         "hats_col_healpix": "_healpix_29",
         "hats_col_healpix_order": "29",
-        "hats_max_rows": str(max_rows),
-        "hats_order": str(max(o for o, _ in kept)),
+        "hats_max_rows": str(max(counts.values())),
+        "hats_order": str(max(o for o, _ in leaves)),
         "hats_version": "v1.0",
         "hats_builder": f"astra-lake {astra_lake.__version__}",
         "hats_creation_date": ctx.created.strftime("%Y-%m-%dT%H:%MUTC"),
-        "astra_lake_tag_tables": f"{table}@{(ctx.snapshot.table_versions or {}).get(table)}",
+        "astra_lake_table_version": str((ctx.snapshot.table_versions or {}).get(table)),
     }
     (root / "hats.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    return nrows

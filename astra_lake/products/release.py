@@ -35,7 +35,7 @@ from astra_lake.lake.catalog import Catalog
 from astra_lake.products.context import ReleaseContext, release_connection
 from astra_lake.products.filters import ReleaseFilter, release_view
 from astra_lake.products.fits_products import summary_files, write_per_source, write_summary
-from astra_lake.products.parquet_export import write_hats, write_parquet
+from astra_lake.products.parquet_export import write_table
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.loader import Schema
 from astra_lake.schema.products import load_products
@@ -222,17 +222,17 @@ def _write_formats(
 
             count = write_per_source(ctx, product, done)
             manifest.rows[f"fits/{product.name}"] = {"files": count}
-    if "parquet" in formats:
-        step = task("Parquet tables", len(ctx.tables))
+    tabular = [f for f in ("parquet", "hats") if f in formats]
+    if tabular:
+        step = task(f"{' and '.join(tabular).replace('parquet', 'Parquet').replace('hats', 'HATS')} tables", len(ctx.tables))
         for t in ctx.tables:
-            manifest.rows[f"parquet/{t}.parquet"] = {"rows": write_parquet(ctx, t, ctx.root / "parquet" / f"{t}.parquet")}
-            on_file(f"parquet/{t}.parquet")
-            step()
-    if "hats" in formats:
-        step = task("HATS catalogs", len(ctx.tables))
-        for t in ctx.tables:
-            manifest.rows[f"hats/{t}"] = {"rows": write_hats(ctx, t, ctx.root / "hats" / t)}
-            on_file(f"hats/{t}")
+            parquet = ctx.root / "parquet" / f"{t}.parquet" if "parquet" in formats else None
+            hats = ctx.root / "hats" / t if "hats" in formats else None
+            rows = write_table(ctx, t, parquet, hats)
+            for key in (f"parquet/{t}.parquet" if parquet else None, f"hats/{t}" if hats else None):
+                if key:
+                    manifest.rows[key] = {"rows": rows}
+                    on_file(key)
             step()
 
 
