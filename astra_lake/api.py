@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load
     import pyarrow as pa
 
     from astra_lake.kernels.tasks import BlockTask
+    from astra_lake.products.filters import ReleaseFilter
+    from astra_lake.products.release import Manifest
     from astra_lake.query.spectra import SourceIndex, SourceKey, Spectra
 
 Version = int | str | None
@@ -274,6 +276,37 @@ class Lake:
             batch_rows=batch_rows,
             tag=tag,
             options=options,
+            progress=progress,
+        )
+
+    def release(
+        self,
+        name: str,
+        *,
+        tag: str,
+        out: str | os.PathLike[str],
+        formats: Iterable[str] = ("fits", "parquet", "hats"),
+        release_filter: str | os.PathLike[str] | ReleaseFilter | None = None,
+        v_astra: str | None = None,
+        progress: bool = False,
+    ) -> Manifest:
+        """Write release ``name`` of a tag into the new folder ``out``: FITS products per the SDSS datamodel,
+        Parquet and HATS catalogs of every table, and ``manifest.json`` (sizes, sha256, table versions).
+        The same tag always gives byte-identical files; ``release_filter`` (a YAML file or
+        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out."""
+        from astra_lake.products.filters import ReleaseFilter
+        from astra_lake.products.release import create_release
+
+        if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
+            release_filter = ReleaseFilter.read(Path(release_filter))
+        return create_release(
+            self.catalog,
+            name,
+            tag=tag,
+            out=Path(out),
+            formats=formats,
+            release_filter=release_filter,
+            v_astra=v_astra,
             progress=progress,
         )
 

@@ -116,6 +116,10 @@ class IngestError(AstraLakeError):
         self.hdu, self.row, self.column = hdu, row, column
 
 
+class ReleaseError(AstraLakeError, ValueError):
+    """A release cannot be made or does not verify (bad filter, unknown tag, changed or missing file)."""
+
+
 __all__ = [
     "AstraLakeError",
     "CommitConflictError",
@@ -127,6 +131,7 @@ __all__ = [
     "InvalidArgumentError",
     "LakeNotFoundError",
     "QueryRefusedError",
+    "ReleaseError",
     "SchemaError",
     "StorageError",
     "TagExistsError",

@@ -2,8 +2,9 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes ingest pipelines)
+    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines)
     python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
+    python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -25,6 +26,7 @@ import bench_ingest
 import bench_kernels
 import bench_lake
 import bench_pipelines
+import bench_release
 import bench_scan
 
 
@@ -64,6 +66,8 @@ def main() -> None:
         if "writes" in args.what:
             n_results = 250_000 if args.quick else 1_000_000
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
+        if "release" in args.what:
+            out += ["## Release export", "", *bench_release.run(work, 100_000 if args.quick else 1_000_000), ""]
         if "ingest" in args.what:
             sizes = [int(x) for x in (args.summary_rows or ("20000" if args.quick else "100000,1000000")).split(",")]
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]

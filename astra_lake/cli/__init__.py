@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "flags": "flags_cmd:flags",
     "schema": "schema_cmd:app",
     "run": "run_cmd:run",
+    "release": "release_cmd:app",
     "demo": "demo_cmd:demo",
 }
 

@@ -1,5 +1,5 @@
 """``astra-lake demo``: build a lake from the bundled real fixtures plus a synthetic survey, query it,
-run a kernel over it and export a release file (the README's main job)."""
+run a kernel over it and release a tag of it (the README's main job)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from astra_lake.cli._common import console, fail
 from astra_lake.ingest import synthetic as S
 from astra_lake.ingest.runner import Ingestor, find_files
 from astra_lake.kernels.tasks import ChebyshevNormalize
-from astra_lake.products.parquet_release import export_parquet
+from astra_lake.products.release import verify_release
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "data" / "fixtures"
 
@@ -40,7 +40,7 @@ def demo(
     sources: Annotated[int, typer.Option(help="Synthetic sources")] = 2000,
     fixtures: Annotated[Path, typer.Option(help="Folder of real FITS files to ingest")] = FIXTURES,
 ) -> None:
-    """Build a demo lake from real fixtures + a synthetic survey, query it, run a kernel, export a release."""
+    """Build a demo lake from real fixtures + a synthetic survey, query it, run a kernel, release a tag."""
     t0 = time.perf_counter()
     if path.exists():
         if not (path / "lake.json").exists():
@@ -131,19 +131,15 @@ def demo(
     console.rule("4b. Science in the lake: The Payne and The Cannon (lake.run / astra-lake run)")
     _science(lake, path)
 
-    console.rule("5. Tag and export a reproducible release")
-    tag = lake.tag("demo-v1")
-    out = path / "release" / "astraAllStarASPCAP-demo.parquet"
-    info = export_parquet(
-        lake.connect("demo-v1"),
-        "SELECT * FROM aspcap_summary",
-        out,
-        schema=lake.catalog.schema,
-        tables=["aspcap", "source", "apogee_star"],
-        provenance={"tag": "demo-v1", **tag},
-    )
-    size_mb = float(str(info["bytes"])) / 1e6
-    console.print(f"wrote {out} ({info['rows']} rows, {size_mb:.1f} MB, sha256 {str(info['sha256'])[:16]}...)")
+    console.rule("5. Tag it and release the tag: FITS (SDSS datamodel), Parquet, HATS, checksummed manifest")
+    lake.tag("demo-v1")
+    out = path / "release" / "demo-v1"
+    manifest = lake.release("demo", tag="demo-v1", out=out, progress=True)
+    check = verify_release(out)
+    if not check.ok:
+        fail(f"release {out} does not verify: {check.problems[0]}", code=1)
+    size_mb = sum(f["size"] for f in manifest.files) / 1e6
+    console.print(f"released tag demo-v1 to {out}: {len(manifest.files)} files, {size_mb:.1f} MB; verified against its manifest")
     console.print(f"done in {time.perf_counter() - t0:.1f} s; explore with: astra-lake info --lake {path}")
 
 

@@ -53,13 +53,44 @@ class Spectra:
         with np.errstate(divide="ignore"):
             return np.where(self.ivar > 0, 1.0 / np.sqrt(self.ivar), np.inf).astype(np.float32)
 
-    def to_quantities(self) -> dict[str, u.Quantity]:
-        """Astropy quantities (what specutils' Spectrum takes: spectral_axis, flux, uncertainty)."""
+    def to_quantities(self) -> dict[str, object]:
+        """What ``specutils.Spectrum(**...)`` takes: ``spectral_axis`` and ``flux`` quantities (flux in
+        the table's declared unit), ``uncertainty`` as :class:`~astropy.nddata.InverseVariance` and
+        ``mask`` (True where a pixel is unusable: ivar 0 or a pixel flag set). Spectra on a per-row grid
+        give a 2-D ``spectral_axis``; :meth:`to_specutils` splits those into one spectrum each."""
+        from astropy.nddata import InverseVariance
+
+        unit = self.flux_unit
         return {
             "spectral_axis": self.wavelength * u.AA,
-            "flux": self.flux * (1e-17 * u.erg / u.s / u.cm**2 / u.AA),
-            "uncertainty": self.e_flux * (1e-17 * u.erg / u.s / u.cm**2 / u.AA),
+            "flux": self.flux * unit,
+            "uncertainty": InverseVariance(self.ivar, unit=unit**-2),
+            "mask": (self.ivar <= 0) | (self.pixel_flags != 0),
         }
+
+    @property
+    def flux_unit(self) -> u.UnitBase:
+        """The flux unit data_schema/ declares for this table (dimensionless for normalised tables)."""
+        from astra_lake.schema.loader import load_schema
+
+        declared = load_schema().table(self.table)
+        return u.Unit(declared.column("flux").unit) if "flux" in declared.column_names and declared.column("flux").unit else u.one
+
+    def to_specutils(self) -> object:
+        """A ``specutils.Spectrum`` of every row (flux with units, inverse-variance uncertainty, mask,
+        wavelength axis); a ``SpectrumList`` (one per row, padding pixels dropped) when rows have their
+        own wavelength grids. Needs specutils (``pip install specutils``)."""
+        from specutils import Spectrum, SpectrumList
+
+        if self.wavelength.ndim == 1:
+            return Spectrum(**self.to_quantities(), meta={"table": self.table})
+        out = SpectrumList()
+        for i in range(len(self)):
+            keep = np.isfinite(self.wavelength[i])
+            wave, flux, ivar, flags = (p[i][keep] for p in (self.wavelength, self.flux, self.ivar, self.pixel_flags))
+            row = Spectra(self.table, wave, flux, ivar, flags, self.meta.slice(i, 1))
+            out.append(Spectrum(**row.to_quantities(), meta={"table": self.table, "row": i}))
+        return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -41,11 +41,15 @@ def flags_markdown(schema: Schema) -> str:
 
 def generated_files(schema: Schema | None = None) -> dict[Path, str]:
     """Path (relative to the project root) -> content, for every generated file."""
+    from astra_lake.schema.products import generate_products, generated_dir
+
     schema = schema or load_schema()
+    products = generated_dir(schema).relative_to(schema.directory.parent)
     return {
         Path("sql/astra_lake.sql"): generate_sql(schema),
         Path("data_schema/generated/arrow_schemas.json"): describe_schemas(schema),
         Path("data_schema/generated/FLAGS.md"): flags_markdown(schema),
+        **{products / name: text for name, text in generate_products(schema).items()},
     }
 
 

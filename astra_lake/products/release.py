@@ -1,0 +1,268 @@
+"""``astra-lake release create`` / ``verify``: the files users download, from one tag, reproducibly.
+
+A release is built from a tag (never the live head) into ``OUT/``::
+
+    OUT/manifest.json                  every file with size and sha256; tag, table versions, schema hash
+    OUT/fits/<v_astra>/summary/...     astraAllStar<Pipeline>, astraAllVisit<Pipeline>, mwmAllStar, ...
+    OUT/fits/<v_astra>/spectra/{star,visit}/XX/YY/mwm{Star,Visit}-<v_astra>-<sdss_id>.fits
+    OUT/parquet/<table>.parquet        one file per table (ra/dec of the source on every row)
+    OUT/hats/<table>/                  a HATS catalog per table (lsdb.read_hats)
+
+Everything a file holds is a function of the tag: rows come in a fixed order, timestamps are the
+tag's, compression is fixed; exporting a tag twice gives byte-identical files and manifests. The
+release is written into a sibling folder and renamed into place, so an interrupted run leaves no
+half-written release behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import astra_lake
+from astra_lake.errors import ReleaseError, VersionNotFoundError
+from astra_lake.lake.catalog import Catalog
+from astra_lake.products.context import ReleaseContext, release_connection
+from astra_lake.products.filters import ReleaseFilter, release_view
+from astra_lake.products.fits_products import summary_files, write_per_source, write_summary
+from astra_lake.products.parquet_export import write_table
+from astra_lake.query.snapshot import Snapshot
+from astra_lake.schema.loader import Schema
+from astra_lake.schema.products import load_products
+from astra_lake.schema.versions import int_to_version
+
+FORMATS = ("fits", "parquet", "hats")
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def schema_hash(schema: Schema) -> str:
+    """sha256 over every file of data_schema/ (relative path and content, in path order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in schema.directory.rglob("*") if p.is_file()):
+        h.update(path.relative_to(schema.directory).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _formats(formats: Iterable[str]) -> list[str]:
+    chosen = [f.strip().lower() for f in formats if f.strip()]
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise ReleaseError(f"unknown release format(s) {', '.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+    return [f for f in FORMATS if f in chosen]
+
+
+def _progress(show: bool) -> Progress | nullcontext[None]:
+    if not show:
+        return nullcontext()
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+
+
+def _tag(catalog: Catalog, tag: str) -> dict[str, Any]:
+    tags = catalog.tags()
+    if tag not in tags:
+        raise VersionNotFoundError(
+            f"no tag {tag!r}; a release is made from a tag ({', '.join(sorted(tags)) or 'none yet'}: astra-lake tag NAME)"
+        )
+    return tags[tag]
+
+
+def _release_tables(ctx_con: Any, schema: Schema, snapshot: Snapshot) -> list[str]:
+    out = []
+    for t in schema.tables.values():
+        if t.kind == "log" or not snapshot.files(t.name):
+            continue
+        if ctx_con.execute(f"SELECT count(*) FROM {release_view(t.name)}").fetchall()[0][0]:
+            out.append(t.name)
+    return out
+
+
+def _default_v_astra(con: Any, schema: Schema, tables: list[str]) -> str:
+    best = 0
+    for t in schema.pipelines:
+        if t.name in tables:
+            best = max(best, int(con.execute(f"SELECT max(v_astra) FROM {release_view(t.name)}").fetchall()[0][0] or 0))
+    return int_to_version(best)
+
+
+@dataclass
+class Manifest:
+    """What a release holds and where it came from (``manifest.json``)."""
+
+    name: str
+    tag: str
+    lake_version: int
+    created: str
+    table_versions: dict[str, int]
+    schema_hash: str
+    package_version: str
+    formats: list[str]
+    v_astra: str
+    filter: dict[str, Any]
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = Path(folder) / MANIFEST
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReleaseError(f"{path}: not a release manifest: {exc}") from None
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ReleaseError(f"{path}: not a release manifest: {exc}") from None
+
+
+def create_release(
+    catalog: Catalog,
+    name: str,
+    *,
+    tag: str,
+    out: Path,
+    formats: Iterable[str] = FORMATS,
+    release_filter: ReleaseFilter | None = None,
+    v_astra: str | None = None,
+    progress: bool = False,
+    on_file: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Write release ``name`` of tag ``tag`` into ``out`` (which must not exist or be empty)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReleaseError(f"{out}: exists and is not an empty folder; a release is written into a new folder")
+    chosen = _formats(formats)
+    entry = _tag(catalog, tag)
+    rf = release_filter or ReleaseFilter()
+    snapshot = Snapshot(catalog, tag)
+    con = release_connection(snapshot, rf)
+    schema = catalog.schema
+    tables = _release_tables(con, schema, snapshot)
+    created = dt.datetime.fromisoformat(entry["created"]).astimezone(dt.UTC)
+    partial = out.with_name(f".{out.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    ctx = ReleaseContext(snapshot, rf, partial, created, v_astra or _default_v_astra(con, schema, tables), tables, con)
+    manifest = Manifest(
+        name=name,
+        tag=tag,
+        lake_version=int(entry["lake_version"]),
+        created=ctx.stamp,
+        table_versions={t: int(v) for t, v in sorted((snapshot.table_versions or {}).items())},
+        schema_hash=schema_hash(schema),
+        package_version=astra_lake.__version__,
+        formats=chosen,
+        v_astra=ctx.v_astra,
+        filter=rf.as_dict(),
+    )
+    try:
+        with _progress(progress) as bars:
+            _write_formats(ctx, chosen, manifest, bars, on_file or (lambda _p: None))
+        manifest.files = [
+            {"path": p.relative_to(partial).as_posix(), "size": p.stat().st_size, "sha256": sha256_of(p)}
+            for p in sorted(partial.rglob("*"))
+            if p.is_file()
+        ]
+        (partial / MANIFEST).write_text(manifest.dumps())
+        if out.exists():
+            out.rmdir()
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_formats(
+    ctx: ReleaseContext, formats: list[str], manifest: Manifest, bars: Progress | None, on_file: Callable[[str], None]
+) -> None:
+    def task(label: str, total: int | None) -> Callable[[], None]:
+        if bars is None:
+            return lambda: None
+        tid = bars.add_task(label, total=total)
+        return lambda: bars.advance(tid)
+
+    if "fits" in formats:
+        products = load_products(ctx.schema)
+        summaries = [(p, f) for p in products.values() if p.per != "source" for f in summary_files(ctx, p)]
+        step = task("FITS summary files", len(summaries))
+        for product, (rel, v, mm) in summaries:
+            manifest.rows[f"fits/{rel}"] = write_summary(ctx, product, ctx.root / "fits" / rel, v, mm)
+            on_file(f"fits/{rel}")
+            step()
+        for product in (p for p in products.values() if p.per == "source"):
+            step = task(f"FITS {product.name} files", None)
+
+            def done(rel: str, advance: Callable[[], None] = step) -> None:
+                on_file(f"fits/{rel}")
+                advance()
+
+            count = write_per_source(ctx, product, done)
+            manifest.rows[f"fits/{product.name}"] = {"files": count}
+    tabular = [f for f in ("parquet", "hats") if f in formats]
+    if tabular:
+        step = task(f"{' and '.join(tabular).replace('parquet', 'Parquet').replace('hats', 'HATS')} tables", len(ctx.tables))
+        for t in ctx.tables:
+            parquet = ctx.root / "parquet" / f"{t}.parquet" if "parquet" in formats else None
+            hats = ctx.root / "hats" / t if "hats" in formats else None
+            rows = write_table(ctx, t, parquet, hats)
+            for key in (f"parquet/{t}.parquet" if parquet else None, f"hats/{t}" if hats else None):
+                if key:
+                    manifest.rows[key] = {"rows": rows}
+                    on_file(key)
+            step()
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of :func:`verify_release`: problems is empty when every file is exactly as listed."""
+
+    manifest: Manifest
+    checked: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_release(folder: Path) -> Verification:
+    """Check every file of a release against its manifest: size and sha256, nothing missing, nothing extra."""
+    folder = Path(folder)
+    manifest = Manifest.read(folder)
+    problems = []
+    listed = {f["path"]: f for f in manifest.files}
+    for rel, f in sorted(listed.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != f["size"]:
+            problems.append(f"{rel}: size {path.stat().st_size} bytes, manifest says {f['size']}")
+        elif sha256_of(path) != f["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest (file changed)")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
+    problems += [f"{rel}: not in the manifest (extra file)" for rel in sorted(present - set(listed))]
+    return Verification(manifest, len(listed), problems)
