@@ -14,7 +14,6 @@ from astropy.table import Table
 from astra_lake import Lake
 from astra_lake.products.release import Manifest
 from astra_lake.products.vo import is_vounit
-from astra_lake.query.spectra import to_spectra
 from astra_lake.schema.loader import load_schema
 from tests.products.conftest import TAG
 
@@ -134,7 +133,7 @@ def test_spectra_to_specutils(release_lake: Lake) -> None:
     np.testing.assert_allclose(same.spectral_axis.to_value(u.AA)[[0, -1]], [15100.80, 16999.81], atol=0.01)
     # per-row grids (BOSS spec file on its own loglam grid, zero-padded): one spectrum per row, padding dropped
     rows = release_lake.sql("SELECT * FROM boss_visit", version=TAG)
-    native = to_spectra(load_schema().table("boss_visit"), rows).to_specutils()
+    native = release_lake.spectra(source_pk=rows.column("source_pk")[0].as_py(), table="boss_visit", version=TAG).to_specutils()
     finite = int(np.isfinite(np.asarray(rows.column("wavelength")[0].as_py(), float)).sum())
     assert len(native) == 1 and native[0].flux.shape == (finite,) and 3000 < native[0].spectral_axis[0].to_value(u.AA) < 4000
 
