@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from astra_lake.ingest.postgres import ImportSummary, PostgresImport, Progress
 from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
 from astra_lake.lake.hats import write_sidecars
@@ -71,6 +72,23 @@ class Lake:
             version = Writer(self.catalog).upsert(table, data, batch_rows=batch_rows)
             write_sidecars(self.catalog.store(table))
         return version
+
+    def import_postgres(
+        self,
+        dsn: str,
+        tables: list[str] | None = None,
+        *,
+        where: str | None = None,
+        schema: str | None = None,
+        commit_rows: int = 200_000,
+        restart: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportSummary:
+        """Import Astra's PostgreSQL tables (``tables``: lake or Astra names; default all it has), keeping
+        its identities; ``where`` filters every table (SQL). One commit per ``commit_rows`` rows; a killed
+        import resumes after its last commit unless ``restart``."""
+        run = PostgresImport(self.catalog, dsn, schema=schema, where=where, commit_rows=commit_rows, progress=progress)
+        return run.run(tables, restart=restart)
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:

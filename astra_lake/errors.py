@@ -51,9 +51,24 @@ class IngestError(AstraLakeError):
     format_guess: str = "unknown"
 
 
+class DatabaseImportError(AstraLakeError):
+    """Astra's PostgreSQL database could not be read as expected; the message names the table."""
+
+
+class CatalogLoadError(AstraLakeError):
+    """A catalogue file could not be loaded; the message names the file and the column or row."""
+
+
+class ConfigError(AstraLakeError, ValueError):
+    """The user configuration has an unknown key or a value of the wrong type."""
+
+
 __all__ = [
     "AstraLakeError",
+    "CatalogLoadError",
     "CommitConflictError",
+    "ConfigError",
+    "DatabaseImportError",
     "FlagError",
     "IngestError",
     "LakeNotFoundError",
