@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from astra_lake.cli import demo_cmd, flags_cmd, import_cmd, ingest_cmd, lake_cmd, schema_cmd
+from astra_lake.cli import config_cmd, demo_cmd, flags_cmd, import_cmd, ingest_cmd, lake_cmd, schema_cmd
 
 app = typer.Typer(
     name="astra-lake",
@@ -20,6 +20,7 @@ app.command("import-postgres")(import_cmd.import_postgres)
 for _name in ("init", "info", "sql", "versions", "tag", "compact", "vacuum"):
     app.command(_name)(getattr(lake_cmd, _name))
 app.add_typer(schema_cmd.app, name="schema")
+app.add_typer(config_cmd.app, name="config")
 
 
 def main() -> None:

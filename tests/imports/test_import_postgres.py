@@ -342,7 +342,7 @@ def test_killed_import_resumes_after_its_last_commit(astra_db: Any, tmp_path: Pa
     assert not (lake.path / "_meta" / "imports" / "postgres.json").exists()
 
 
-def test_cli_imports_with_a_progress_report(astra_db: Any, tmp_path: Path) -> None:
+def test_cli_imports_with_a_progress_report(astra_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from astra_lake.cli import app
@@ -352,6 +352,10 @@ def test_cli_imports_with_a_progress_report(astra_db: Any, tmp_path: Path) -> No
     res = CliRunner().invoke(app, ["import-postgres", astra_db.dsn, "-t", "source,apogee_star", "--lake", str(path)])
     assert res.exit_code == 0, res.output
     assert "source: 40 rows" in res.output and "apogee_star: 30 rows" in res.output
+    monkeypatch.setenv("ASTRA_LAKE_CONFIG", str(tmp_path / "config.toml"))  # the DSN from the configuration
+    assert CliRunner().invoke(app, ["config", "set", "postgres.dsn", astra_db.dsn]).exit_code == 0
+    res = CliRunner().invoke(app, ["import-postgres", "-t", "aspcap", "--lake", str(path)])
+    assert res.exit_code == 0 and "aspcap: 60 rows" in res.output, res.output
     res = CliRunner().invoke(app, ["import-postgres", astra_db.dsn, "-t", "nope", "--lake", str(path)])
     assert res.exit_code != 0
     message = str(res.exception) if isinstance(res.exception, DatabaseImportError) else res.output
