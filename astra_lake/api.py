@@ -11,6 +11,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from astra_lake.ingest.catalog_load import LoadReport
+from astra_lake.ingest.catalog_load import load_catalog as _load_catalog
 from astra_lake.ingest.postgres import ImportSummary, PostgresImport, Progress
 from astra_lake.kernels.tasks import BlockTask
 from astra_lake.lake.catalog import Catalog, Commit
@@ -89,6 +91,24 @@ class Lake:
         import resumes after its last commit unless ``restart``."""
         run = PostgresImport(self.catalog, dsn, schema=schema, where=where, commit_rows=commit_rows, progress=progress)
         return run.run(tables, restart=restart)
+
+    def load_catalog(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key: str | None = None,
+        radius_arcsec: float | None = None,
+        table: str = "source",
+        columns: list[str] | None = None,
+        ra: str = "ra",
+        dec: str = "dec",
+    ) -> LoadReport:
+        """Load a catalogue (Parquet, CSV, FITS, VOTable) into ``source`` columns or a ``catalog``-kind table,
+        matching rows to sources by ``key`` (sdss_id, catalogid, gaia_dr3_source_id) or within
+        ``radius_arcsec`` of the catalogue's ``ra``/``dec``; one commit. Unmatched rows are in the report."""
+        return _load_catalog(
+            self.catalog, Path(path), key=key, radius_arcsec=radius_arcsec, table=table, columns=columns, ra=ra, dec=dec
+        )
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:

@@ -17,6 +17,7 @@ app.command("flags")(flags_cmd.flags)
 app.command("demo")(demo_cmd.demo)
 app.command("ingest")(ingest_cmd.ingest)
 app.command("import-postgres")(import_cmd.import_postgres)
+app.command("load-catalog")(import_cmd.load_catalog)
 for _name in ("init", "info", "sql", "versions", "tag", "compact", "vacuum"):
     app.command(_name)(getattr(lake_cmd, _name))
 app.add_typer(schema_cmd.app, name="schema")

@@ -1,9 +1,12 @@
-"""``astra-lake import-postgres DSN``: bring Astra's PostgreSQL tables into the lake."""
+"""``astra-lake import-postgres DSN`` and ``load-catalog PATH``: bring data in from where it lives today."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -72,3 +75,41 @@ def import_postgres(
     if summary.missing_tables:
         console.print(f"not in the database: {', '.join(summary.missing_tables)}")
     console.print(f"imported in {summary.seconds:.1f} s; lake version {lk.version}")
+
+
+def load_catalog(
+    path: Annotated[Path, typer.Argument(help="Catalogue: .parquet, .csv, .tsv, .fits or .vot/.xml")],
+    key: Annotated[str | None, typer.Option(help="Match by identifier: sdss_id, catalogid or gaia_dr3_source_id")] = None,
+    radius: Annotated[float | None, typer.Option(help="Match by position: crossmatch radius in arcsec")] = None,
+    table: Annotated[str, typer.Option(help="Target: source (update its columns) or a table of kind catalog")] = "source",
+    columns: Annotated[str | None, typer.Option(help="Comma-separated catalogue columns to load (default: all declared)")] = None,
+    ra: Annotated[str, typer.Option("--ra-column", help="Catalogue column of right ascension (deg)")] = "ra",
+    dec: Annotated[str, typer.Option("--dec-column", help="Catalogue column of declination (deg)")] = "dec",
+    unmatched: Annotated[
+        Path | None, typer.Option(help="Write the unmatched rows (row, reason) to this .csv or .parquet")
+    ] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Bulk-load a catalogue into source columns or its own table, matched by identifier or position."""
+    lk = Lake(resolve_lake(lake)[0])
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    report = lk.load_catalog(path, key=key, radius_arcsec=radius, table=table, columns=cols, ra=ra, dec=dec)
+    console.print(
+        f"{report.path}: {report.rows:,} rows, {report.matched:,} matched, {report.unmatched.num_rows:,} unmatched; "
+        f"{report.sources:,} {table} rows written (lake version {report.version})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"columns loaded: {', '.join(report.columns)}", highlight=False, soft_wrap=True)
+    if report.ignored:
+        console.print(f"columns not declared in {table} (ignored): {', '.join(report.ignored)}", highlight=False, soft_wrap=True)
+    reasons = report.unmatched.group_by("reason").aggregate([("_row", "count")]).to_pylist()
+    for r in sorted(reasons, key=lambda r: -r["_row_count"]):
+        console.print(f"  unmatched: {r['_row_count']:,} x {r['reason']}", highlight=False, soft_wrap=True)
+    if unmatched is not None:
+        rows = report.unmatched.rename_columns(["row", "reason"])
+        if unmatched.suffix == ".parquet":
+            pq.write_table(rows, unmatched)
+        else:
+            pacsv.write_csv(rows, unmatched)
+        console.print(f"unmatched rows written to {unmatched}", highlight=False, soft_wrap=True)
