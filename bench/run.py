@@ -3,6 +3,7 @@
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
     python bench/run.py kernels lake    # a subset
+    python bench/run.py import          # import-postgres vs COPY ... TO (1 M ASPCAP rows)
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_import
 import bench_ingest
 import bench_kernels
 import bench_lake
@@ -26,7 +28,7 @@ import bench_lake
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "writes", "ingest"])
+    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "writes", "ingest", "import"])
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
     ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
@@ -56,6 +58,8 @@ def main() -> None:
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
         if "ingest" in args.what:
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
+        if "import" in args.what and not args.no_postgres:
+            out += ["## Import from PostgreSQL", "", *bench_import.run(work, 100_000 if args.quick else 1_000_000), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)
