@@ -136,6 +136,13 @@ def identity_conflict(catalog: Catalog, tbl: Table, rows: pa.Table) -> str | Non
     another identity (identities minted by the lake before the import); None when all is consistent.
     ``spectrum_pk`` is checked across every spectrum table: it is unique among them."""
     ident, key = IDENTITY[tbl.kind], list(tbl.upsert_key)
+    con = catalog.duck()
+    con.register("incoming", rows.select([ident, *key]))
+    twins = con.execute(
+        f"SELECT min({ident}), max({ident}) FROM incoming GROUP BY {', '.join(key)} HAVING count(DISTINCT {ident}) > 1 LIMIT 1"
+    ).fetchone()
+    if twins is not None:
+        return f"{tbl.name}: Astra's rows with {ident}={twins[0]} and {twins[1]} have the same {', '.join(key)} (one lake row)"
     family = catalog.schema.of_kind("spectrum") if tbl.kind == "spectrum" else [tbl]
     parts = []
     for t in family:
@@ -143,10 +150,8 @@ def identity_conflict(catalog: Catalog, tbl: Table, rows: pa.Table) -> str | Non
         if paths:
             cols = ", ".join([ident, *(key if t.name == tbl.name else [f"NULL AS {k}" for k in key])])
             parts.append(f"SELECT '{t.name}' AS _t, {cols} FROM {parquet_scan(paths)}")
-    if not parts or rows.num_rows == 0:
+    if not parts:
         return None
-    con = catalog.duck()
-    con.register("incoming", rows.select([ident, *key]))
     same_key = " AND ".join(f"i.{k} IS NOT DISTINCT FROM e.{k}" for k in key)
     found = con.execute(
         f"WITH lake AS ({' UNION ALL '.join(parts)}) "

@@ -309,6 +309,17 @@ def test_lake_identities_that_astra_also_uses_are_refused(astra_db: Any, tmp_pat
     assert lake.sql("SELECT count(*) FROM source").column(0)[0].as_py() == 120
 
 
+def test_astra_sources_the_lake_cannot_tell_apart_are_refused(astra_db: Any, tmp_path: Path) -> None:
+    rows = astra_rows()
+    for r in rows["source"][:2]:  # no sdss_id or APOGEE id, one catalogid: one lake source_key for two pks
+        r.update(sdss_id=None, sdss4_apogee_id=None, catalogid=42)
+    fill(astra_db, rows)
+    lake = Lake.init(tmp_path / "lake")
+    with pytest.raises(DatabaseImportError, match="source_pk=100 and 101 have the same source_key") as err:
+        lake.import_postgres(astra_db.dsn, tables=["source"])
+    assert "\n" not in str(err.value) and lake.version == 0
+
+
 KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
