@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load
     import polars as pl
     import pyarrow as pa
 
+    from astra_lake.ingest.catalog_load import LoadReport
+    from astra_lake.ingest.postgres import ImportSummary, Progress
     from astra_lake.kernels.tasks import BlockTask
     from astra_lake.products.filters import ReleaseFilter
     from astra_lake.products.release import Manifest
@@ -76,6 +78,45 @@ class Lake:
             version = Writer(self.catalog).upsert(table, data, batch_rows=batch_rows)
             write_sidecars(self.catalog.store(table))
         return version
+
+    def import_postgres(
+        self,
+        dsn: str,
+        tables: list[str] | None = None,
+        *,
+        where: str | None = None,
+        schema: str | None = None,
+        commit_rows: int = 200_000,
+        restart: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportSummary:
+        """Import Astra's PostgreSQL tables (``tables``: lake or Astra names; default all it has), keeping
+        its identities; ``where`` filters every table (SQL). One commit per ``commit_rows`` rows; a killed
+        import resumes after its last commit unless ``restart``."""
+        from astra_lake.ingest.postgres import PostgresImport
+
+        run = PostgresImport(self.catalog, dsn, schema=schema, where=where, commit_rows=commit_rows, progress=progress)
+        return run.run(tables, restart=restart)
+
+    def load_catalog(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key: str | None = None,
+        radius_arcsec: float | None = None,
+        table: str = "source",
+        columns: list[str] | None = None,
+        ra: str = "ra",
+        dec: str = "dec",
+    ) -> LoadReport:
+        """Load a catalogue (Parquet, CSV, FITS, VOTable) into ``source`` columns or a ``catalog``-kind table,
+        matching rows to sources by ``key`` (sdss_id, catalogid, gaia_dr3_source_id) or within
+        ``radius_arcsec`` of the catalogue's ``ra``/``dec``; one commit. Unmatched rows are in the report."""
+        from astra_lake.ingest.catalog_load import load_catalog as _load_catalog
+
+        return _load_catalog(
+            self.catalog, Path(path), key=key, radius_arcsec=radius_arcsec, table=table, columns=columns, ra=ra, dec=dec
+        )
 
     # -- versions -------------------------------------------------------------------------------
     def versions(self) -> list[Commit]:

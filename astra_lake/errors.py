@@ -19,7 +19,7 @@ class InvalidArgumentError(AstraLakeError, ValueError):
 
 
 class ConfigError(AstraLakeError, ValueError):
-    """A configuration file (``config.toml``) cannot be read or holds a wrong value."""
+    """The configuration file (``config.toml``) cannot be read, or has an unknown key or a wrong value."""
 
 
 class CorruptLakeError(AstraLakeError):
@@ -120,12 +120,22 @@ class ReleaseError(AstraLakeError, ValueError):
     """A release cannot be made or does not verify (bad filter, unknown tag, changed or missing file)."""
 
 
+class DatabaseImportError(AstraLakeError):
+    """Astra's PostgreSQL database could not be read as expected; the message names the table."""
+
+
+class CatalogLoadError(AstraLakeError):
+    """A catalogue file could not be loaded; the message names the file and the column or row."""
+
+
 __all__ = [
     "AstraLakeError",
+    "CatalogLoadError",
     "CommitConflictError",
     "CommittedWithErrorsError",
     "ConfigError",
     "CorruptLakeError",
+    "DatabaseImportError",
     "FlagError",
     "IngestError",
     "InvalidArgumentError",

@@ -2,9 +2,10 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines)
+    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines import)
     python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
     python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
+    python bench/run.py import          # import-postgres vs COPY ... TO (1 M ASPCAP rows)
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cli
+import bench_import
 import bench_ingest
 import bench_kernels
 import bench_lake
@@ -74,6 +76,8 @@ def main() -> None:
             out += [*bench_ingest.summary_bench(work, sizes), ""]
         if "pipelines" in args.what:
             out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
+        if "import" in args.what and not args.no_postgres:
+            out += ["## Import from PostgreSQL", "", *bench_import.run(work, 100_000 if args.quick else 1_000_000), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

@@ -16,6 +16,7 @@ RANK = {
     "pipelines": 4,
     "products": 5,
     "testing": 5,
+    "config": 5,  # the user configuration: read by the api and the cli
     "api": 6,
     "cli": 7,
 }

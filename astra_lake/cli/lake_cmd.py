@@ -1,7 +1,7 @@
 """Lake commands: init, info, sql, versions, tag, compact, vacuum.
 
 The lake is found from ``--lake``, else ``$ASTRA_LAKE``, else ``lake = "..."`` in the user's config file
-(``$XDG_CONFIG_HOME/astra-lake/config.toml`` on Linux, the platform's equivalent elsewhere), else
+(:mod:`astra_lake.config`: ``$ASTRA_LAKE_CONFIG``, else ``$XDG_CONFIG_HOME/astra-lake/config.toml`` on Linux), else
 ``./astra-lake``; ``info`` says which one was used. The library is imported inside the commands.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from astra_lake.cli._common import console, log, note
-from astra_lake.errors import ConfigError, CorruptLakeError, InvalidArgumentError, LakeNotFoundError
+from astra_lake.errors import CorruptLakeError, InvalidArgumentError, LakeNotFoundError
 
 if TYPE_CHECKING:
     from astra_lake.api import Lake
@@ -26,41 +26,18 @@ LakeOption = Annotated[
 DEFAULT_LAKE = Path("astra-lake")
 
 
-def config_path() -> Path:
-    """The user's config file, where the platform keeps them (``XDG_CONFIG_HOME`` honoured on Linux)."""
-    import platformdirs
-
-    return platformdirs.user_config_path("astra-lake", appauthor=False) / "config.toml"
-
-
-def _configured_lake(path: Path) -> Path | None:
-    """``lake = "..."`` from the config file, if the file exists and names one."""
-    import tomllib
-
-    if not path.is_file():
-        return None
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file or remove it") from None
-    lake = cfg.get("lake")
-    if lake is None:
-        return None
-    if not isinstance(lake, str) or not lake:
-        raise ConfigError(f'{path}: `lake` must be a non-empty path string, e.g. lake = "/data/astra-lake"; got {lake!r}')
-    return Path(lake).expanduser()
-
-
 def resolve_lake(option: str | None) -> tuple[Path, str]:
     """The lake path and where it came from."""
     if option:
         return Path(option), "--lake option"
     if os.environ.get("ASTRA_LAKE"):
         return Path(os.environ["ASTRA_LAKE"]), "ASTRA_LAKE environment variable"
+    from astra_lake.config import Config, config_path
+
     cfg = config_path()
-    configured = _configured_lake(cfg)
-    if configured is not None:
-        return configured, f"config file {cfg}"
+    configured = Config.load(cfg).get("lake")
+    if configured:
+        return Path(configured).expanduser(), f"config file {cfg}"
     return DEFAULT_LAKE, f"the default ./{DEFAULT_LAKE}: no --lake, no $ASTRA_LAKE, no `lake = ...` in {cfg}"
 
 

@@ -37,5 +37,18 @@ class Sequences:
             atomic_write_text(self.path, json.dumps(state, sort_keys=True))
         return np.arange(start, start + n, dtype=np.int64)
 
+    def advance_to(self, name: str, value: int) -> None:
+        """Make the next value of ``name`` larger than ``value``: rows that arrive with their own
+        identities (e.g. imported from Astra) must never collide with values minted later."""
+        if name not in SEQUENCES:
+            raise ValueError(f"unknown sequence {name!r}; valid: {', '.join(SEQUENCES)}")
+        if int(self.current().get(name, 0)) >= value:  # counters only grow: no lock needed to skip
+            return
+        with exclusive(self.lock):
+            state = json.loads(self.path.read_text()) if self.path.exists() else {}
+            if int(state.get(name, 0)) < value:
+                state[name] = int(value)
+                atomic_write_text(self.path, json.dumps(state, sort_keys=True))
+
     def current(self) -> dict[str, int]:
         return json.loads(self.path.read_text()) if self.path.exists() else {}

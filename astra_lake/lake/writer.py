@@ -318,6 +318,8 @@ class Writer:
             if ident is None
             else np.asarray(pc.is_null(rows.column(ident)).to_numpy(zero_copy_only=False), dtype=bool)
         )
+        if ident is not None and not need.all():  # identities given (e.g. imported): mint above them
+            self.catalog.sequences.advance_to(ident, int(pc.max(rows.column(ident)).as_py()))
         if ident is not None and need.any():
             values = np.zeros(rows.num_rows, dtype=np.int64)
             values[need] = self.catalog.sequences.reserve(ident, int(need.sum()))

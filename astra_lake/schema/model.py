@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TableKind = Literal["source", "spectrum", "pipeline", "pixel", "log"]
+TableKind = Literal["source", "spectrum", "pipeline", "pixel", "log", "catalog"]
 RuleKind = Literal["marked", "any_bit", "all_of", "any_of"]
 
 INT64_MIN = -(2**63)
