@@ -123,7 +123,7 @@ def test_malformed_config_names_the_file(no_user_config: Path) -> None:
     assert f"{no_user_config}: not valid TOML" in line
     no_user_config.write_text("lake = 5\n")
     line = one_error(runner.invoke(app, ["info"]), 2)
-    assert "`lake` must be a non-empty path string" in line
+    assert f"{no_user_config}: lake must be str, got int 5" in line
 
 
 def test_config_file_found_through_xdg_config_home(demo_lake: Path, no_user_config: Path) -> None:
