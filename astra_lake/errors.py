@@ -51,7 +51,13 @@ class IngestError(AstraLakeError):
     format_guess: str = "unknown"
 
 
+class ArtefactError(AstraLakeError, ValueError):
+    """A trained artefact (ONNX model, template or model grid, components file, external program) is missing,
+    unreadable, or does not match the inputs or outputs its pipeline expects."""
+
+
 __all__ = [
+    "ArtefactError",
     "AstraLakeError",
     "CommitConflictError",
     "FlagError",
