@@ -91,7 +91,12 @@ class OnnxModel:
                 raise ArtefactError(f"{path}: no such ONNX file")
             payload, name = str(path), str(path)
         try:
-            session = ort.InferenceSession(payload, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                payload,
+                sess_options=session_options(threads),
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=["EliminateDropout"],  # it would drop the dropout MC passes need
+            )
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
             raise ArtefactError(f"{name}: not a model onnxruntime can load ({str(exc).splitlines()[0]})") from exc
         return cls(session, name)
