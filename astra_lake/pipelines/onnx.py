@@ -118,12 +118,13 @@ class OnnxModel:
         if training and self.training_input is None:
             raise ArtefactError(f"model {self.name}: has no boolean training_mode input, so dropout cannot be kept active")
         feed_extra = {} if self.training_input is None else {self.training_input: np.array(training)}
-        parts: dict[str, list[F32]] = {name: [] for name in self.output_names}
+        parts: dict[str, list[npt.NDArray[np.generic]]] = {name: [] for name in self.output_names}
         for a in range(0, max(arr.shape[0], 1), batch_size):
             outs = self.session.run(self.output_names, {self.input_name: arr[a : a + batch_size], **feed_extra})
             for name, out in zip(self.output_names, outs, strict=True):
-                parts[name].append(np.asarray(out, dtype=np.float32))
-        return {name: np.concatenate(p) for name, p in parts.items()}
+                value = np.asarray(out)
+                parts[name].append(value.astype(np.float32) if value.dtype.kind == "f" else value)  # labels stay as given
+        return {name: np.concatenate(p) for name, p in parts.items()}  # type: ignore[misc]
 
     def predict(self, x: npt.ArrayLike, *, batch_size: int = 256) -> F32:
         """The first output for every row of ``x``."""
