@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_nn
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "writes", "ingest"])
+    ap.add_argument("what", nargs="*", default=["kernels", "lake", "spectra", "writes", "ingest", "nn"])
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--rows", type=int, default=None, help="result rows (default 2,000,000; quick 200,000)")
     ap.add_argument("--spectra", type=int, default=None, help="spectra in the lookup lake (default 50,000; quick 5,000)")
@@ -56,6 +57,8 @@ def main() -> None:
             out += ["## Streaming writes", "", *bench_lake.streaming_bench(work, n_results, n_spectra), ""]
         if "ingest" in args.what:
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
+        if "nn" in args.what:
+            out += ["## Neural networks and template fits", "", *bench_nn.run(64 if args.quick else 256), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

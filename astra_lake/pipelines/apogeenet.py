@@ -12,16 +12,13 @@ run time: ``e_teff = 1.25 raw_e_teff + 10 K``, ``e_logg = 1.25 raw_e_logg + 0.01
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.pipelines.onnx import OnnxModel
 from astra_lake.pipelines.spectrum_net import (
     Arrays,
     LabelStats,
-    check_contract,
+    SpectrumNet,
     predict_labels,
     set_where,
     teff_from_log,
@@ -33,16 +30,11 @@ STATS = LabelStats(("logg", "log_teff", "fe_h"), (3.2, 3.7, -0.2), (1.2, 0.1, 0.
 TABLE = "apogeenet"
 
 
-class ApogeeNet:
+class ApogeeNet(SpectrumNet):
     """``ApogeeNet.load(path).predict(flux, ivar)`` -> columns of the ``apogeenet`` table."""
 
-    def __init__(self, model: OnnxModel) -> None:
-        check_contract(model, NPIX, len(STATS.names), "ApogeeNet")
-        self.model = model
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str] | bytes, *, threads: int | None = None) -> ApogeeNet:
-        return cls(OnnxModel.load(path, threads=threads))
+    npix = NPIX
+    stats = STATS
 
     def predict(
         self, flux: npt.ArrayLike, ivar: npt.ArrayLike, *, draws: int = 20, rng: np.random.Generator | None = None

@@ -13,18 +13,17 @@ teff < 3900 K and 3 < logg < 6 -> ``flag_suspicious_fe_h``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
-from astra_lake.pipelines.onnx import F32, OnnxModel
+from astra_lake.pipelines.onnx import F32
 from astra_lake.pipelines.spectrum_net import (
     Arrays,
     LabelStats,
-    check_contract,
+    SpectrumNet,
     predict_labels,
     set_where,
     teff_from_log,
@@ -68,16 +67,11 @@ def regridder(wavelength: npt.ArrayLike, n: int) -> Callable[[F32, slice], F32]:
     return regrid
 
 
-class BossNet:
+class BossNet(SpectrumNet):
     """``BossNet.load(path).predict(wavelength, flux, ivar)`` -> columns of the ``bossnet`` table."""
 
-    def __init__(self, model: OnnxModel) -> None:
-        check_contract(model, NPIX, len(STATS.names), "BossNet")
-        self.model = model
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str] | bytes, *, threads: int | None = None) -> BossNet:
-        return cls(OnnxModel.load(path, threads=threads))
+    npix = NPIX
+    stats = STATS
 
     def predict(
         self,

@@ -16,8 +16,10 @@ The network family (APOGEENet v3, BOSSNet) maps log-scaled flux ``(n, 1, p)`` to
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +41,22 @@ class LabelStats:
 
     def apply(self, out: F32) -> npt.NDArray[np.float64]:
         return out.astype(np.float64) * np.asarray(self.std) + np.asarray(self.mean)
+
+
+class SpectrumNet:
+    """A network of the family behind its pipeline's contract: ``Pipeline.load(onnx_path)`` refuses a model
+    whose input is not ``(n, 1, npix)`` or whose output is not one value per label."""
+
+    npix: ClassVar[int]
+    stats: ClassVar[LabelStats]
+
+    def __init__(self, model: OnnxModel) -> None:
+        check_contract(model, self.npix, len(self.stats.names), type(self).__name__)
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | bytes, *, threads: int | None = None) -> Self:
+        return cls(OnnxModel.load(path, threads=threads))
 
 
 def flux_errors(flux: npt.ArrayLike, ivar: npt.ArrayLike) -> F32:
