@@ -102,3 +102,24 @@ def test_converted_graph_is_valid_onnx(data_dir):
     proto = mlp_from_npz(data_dir / "models" / "apogeedr17_rgb_feh_ann.npz")
     onnx.checker.check_model(proto, full_check=True)
     assert [n.op_type for n in proto.graph.node][:3] == ["Sub", "Div", "Sub"]  # the scaling is in the graph
+
+
+def test_converted_mlp_runs_over_a_lake_tables_columns(data_dir, tmp_path):
+    """The [Fe/H] network on (teff, logg, [alpha/M]) of ASPCAP results stored in a lake."""
+    from astra_lake import Lake
+    from astra_lake.ingest import synthetic as S
+
+    lake = Lake.init(tmp_path / "lake")
+    src = S.sources(20, seed=1)
+    lake.write("source", src)
+    for batch in S.spectra("apogee_star", src.column("sdss_id").to_numpy(), seed=2):
+        lake.write("apogee_star", batch)
+    pks = lake.sql("SELECT spectrum_pk FROM apogee_star").column(0).to_numpy()
+    lake.upsert("aspcap", S.results("aspcap", pks, seed=3))
+    rows = lake.sql("SELECT teff, logg, alpha_m_atm FROM aspcap ORDER BY spectrum_pk")
+    path = data_dir / "models" / "apogeedr17_rgb_feh_ann.npz"
+    got = OnnxModel.load(mlp_from_npz(path)).predict_columns(rows, ["teff", "logg", "alpha_m_atm"])
+    x = np.column_stack([rows.column(c).to_numpy(zero_copy_only=False) for c in rows.column_names]).astype(np.float64)
+    good = np.isfinite(x).all(axis=1)
+    assert good.sum() >= 15 and np.isnan(got[~good]).all()
+    np.testing.assert_allclose(got[good], numpy_mlp(np.load(path), x[good].astype(np.float32)), atol=1e-5, rtol=0)
