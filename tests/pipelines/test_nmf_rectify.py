@@ -16,7 +16,7 @@ WAVE = APOGEE_GRID.wavelength
 
 @pytest.fixture(scope="module")
 def payne(data_dir):
-    return data_dir / "models" / "NN_normalized_spectra.npz"
+    return data_dir / "payne" / "NN_normalized_spectra.npz"
 
 
 @pytest.fixture(scope="module")
