@@ -30,10 +30,10 @@ from astra_lake.errors import ArtefactError
 F32 = npt.NDArray[np.float32]
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
 
-# intra-op threads per session, chosen by bench/bench_nn.py (2 cores, shared): on ApogeeNet's whole path
-# (20 noise draws) a second thread bought 1.0x on the small stand-in net and 1.15x on a 4x wider one, since
-# the single-threaded numpy preprocessing (noise, percentiles) dominates small nets; more threads never
-# lost, so a session uses every core unless told otherwise. Spinning is off: idle sessions leave cores free.
+# intra-op threads per session, chosen by bench/bench_nn.py (2 cores, shared; bench/RESULTS.md): on
+# ApogeeNet's whole path (20 noise draws) the second thread bought 1.28x on the small stand-in net and
+# 1.07x on a 4x wider one (single-threaded numpy preprocessing takes the rest); it never lost, so a
+# session uses every core unless told otherwise. Spinning is off: idle sessions leave the cores free.
 DEFAULT_THREADS = os.cpu_count() or 1
 OPSET = 17
 IR_VERSION = 8  # onnxruntime reads IR 8 at opset 17 everywhere we run
