@@ -56,8 +56,8 @@ class OnnxModel:
     """An ONNX model on onnxruntime: float32 rows in, float32 outputs out, in batches.
 
     >>> import numpy as np
-    >>> model = OnnxModel.load(small_spectrum_net(npix=64, n_out=3, seed=1))
-    >>> model.predict(np.ones((5, 1, 64), np.float32)).shape
+    >>> model = OnnxModel.load(small_spectrum_net(npix=200, n_out=3, seed=1))
+    >>> model.predict(np.ones((5, 1, 200), np.float32)).shape
     (5, 3)
     """
 
