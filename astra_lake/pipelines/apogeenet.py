@@ -15,15 +15,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.pipelines.spectrum_net import (
-    Arrays,
-    LabelStats,
-    SpectrumNet,
-    predict_labels,
-    set_where,
-    teff_from_log,
-    usable,
-)
+from astra_lake.pipelines.columns import Arrays, set_where, usable
+from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 
 NPIX = 8575
 STATS = LabelStats(("logg", "log_teff", "fe_h"), (3.2, 3.7, -0.2), (1.2, 0.1, 0.3))

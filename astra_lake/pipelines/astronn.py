@@ -28,8 +28,8 @@ import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
 from astra_lake.kernels import chebyshev
+from astra_lake.pipelines.columns import Arrays, set_where, usable
 from astra_lake.pipelines.onnx import OnnxModel
-from astra_lake.pipelines.spectrum_net import Arrays, set_where, usable
 
 TABLE = "astronn"
 CHIPS = ((246, 3274), (3585, 6080), (6344, 8335))

@@ -19,16 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
+from astra_lake.pipelines.columns import Arrays, set_where, usable
 from astra_lake.pipelines.onnx import F32
-from astra_lake.pipelines.spectrum_net import (
-    Arrays,
-    LabelStats,
-    SpectrumNet,
-    predict_labels,
-    set_where,
-    teff_from_log,
-    usable,
-)
+from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 
 NPIX = 3900
 NET_WAVELENGTH = np.linspace(3800.0, 8900.0, NPIX, dtype=np.float32)

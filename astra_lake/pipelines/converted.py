@@ -28,8 +28,8 @@ import pyarrow as pa
 from scipy import optimize
 
 from astra_lake.errors import ArtefactError
+from astra_lake.pipelines.columns import Arrays, set_where
 from astra_lake.pipelines.onnx import OnnxModel
-from astra_lake.pipelines.spectrum_net import Arrays, set_where
 
 F64 = npt.NDArray[np.float64]
 

@@ -26,7 +26,7 @@ from scipy import ndimage, optimize
 
 from astra_lake.errors import ArtefactError
 from astra_lake.kernels import C_KMS
-from astra_lake.pipelines.spectrum_net import Arrays
+from astra_lake.pipelines.columns import Arrays
 
 F64 = npt.NDArray[np.float64]
 

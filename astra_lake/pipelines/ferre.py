@@ -28,15 +28,14 @@ import numpy as np
 import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
-from astra_lake.schema.flags import encode
+from astra_lake.pipelines.columns import Arrays, flag_mask
 
 F64 = npt.NDArray[np.float64]
-Arrays = dict[str, npt.NDArray[np.generic]]
 TABLE = "ferre_stellar_parameters"
 
 
 def _flag(name: str) -> int:
-    return encode(TABLE, [name], column="ferre_flags")
+    return flag_mask(TABLE, name, column="ferre_flags")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from astropy.io import fits
 
 from astra_lake.errors import ArtefactError
-from astra_lake.pipelines.spectrum_net import Arrays, set_where
+from astra_lake.pipelines.columns import Arrays, set_where
 
 TABLE = "mdwarftype"
 FIT_WINDOW = (5000.0, 8800.0)

@@ -32,7 +32,7 @@ from scipy import optimize
 
 from astra_lake.errors import ArtefactError
 from astra_lake.kernels import APOGEE_GRID, sinusoids
-from astra_lake.pipelines.spectrum_net import Arrays, set_where
+from astra_lake.pipelines.columns import Arrays, set_where
 
 F64 = npt.NDArray[np.float64]
 TABLE = "nmf_rectify"

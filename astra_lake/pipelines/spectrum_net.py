@@ -26,9 +26,6 @@ import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
 from astra_lake.pipelines.onnx import F32, OnnxModel
-from astra_lake.schema.flags import encode
-
-Arrays = dict[str, npt.NDArray[np.generic]]
 
 
 @dataclass(frozen=True)
@@ -127,18 +124,3 @@ def predict_labels(
 def teff_from_log(log_teff: npt.NDArray[np.float64], e_log_teff: npt.NDArray[np.float64]) -> tuple[F32, F32]:
     teff = np.power(10.0, log_teff)
     return teff.astype(np.float32), (teff * e_log_teff * np.log(10.0)).astype(np.float32)
-
-
-def flag_mask(table: str, name: str) -> int:
-    """The bit of a named flag of a table's summary flag column, from data_schema/."""
-    return encode(table, [name])
-
-
-def set_where(flags: npt.NDArray[np.int64], table: str, name: str, condition: npt.NDArray[np.bool_]) -> None:
-    flags |= np.where(condition, np.int64(flag_mask(table, name)), np.int64(0))
-
-
-def usable(ivar: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """Spectra with at least one pixel of positive, finite ivar."""
-    iv = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
-    return np.asarray((np.isfinite(iv) & (iv > 0)).any(axis=1))
