@@ -56,12 +56,17 @@ class ArtefactError(AstraLakeError, ValueError):
     unreadable, or does not match the inputs or outputs its pipeline expects."""
 
 
+class InputShapeError(AstraLakeError, ValueError):
+    """Arrays handed to a pipeline's science code do not have the shapes (or names) it needs."""
+
+
 __all__ = [
     "ArtefactError",
     "AstraLakeError",
     "CommitConflictError",
     "FlagError",
     "IngestError",
+    "InputShapeError",
     "LakeNotFoundError",
     "SchemaError",
     "UndefinedSummaryFlagError",

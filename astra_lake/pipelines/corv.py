@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, optimize
 
-from astra_lake.errors import ArtefactError
+from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.kernels import C_KMS
 from astra_lake.pipelines.columns import Arrays
 
@@ -147,7 +147,7 @@ class Corv:
         iv = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
         wave = np.asarray(wavelength, dtype=np.float64)
         if iv.shape != f.shape or wave.shape[-1] != f.shape[1]:
-            raise ValueError(f"shapes differ: wavelength {wave.shape}, flux {f.shape}, ivar {iv.shape}")
+            raise InputShapeError(f"shapes differ: wavelength {wave.shape}, flux {f.shape}, ivar {iv.shape}")
         names = ("v_rad", "e_v_rad", "teff", "e_teff", "logg", "e_logg", "initial_v_rad", "initial_teff", "initial_logg", "rchi2")
         out: Arrays = {k: np.full(f.shape[0], np.nan, np.float32) for k in names}
         for i in range(f.shape[0]):

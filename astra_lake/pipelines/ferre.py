@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.errors import ArtefactError
+from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.pipelines.columns import Arrays, flag_mask
 
 F64 = npt.NDArray[np.float64]
@@ -79,9 +79,9 @@ def write_inputs(directory: Path, config: FerreConfig, names: list[str], flux: F
     """FERRE's four input files for ``names`` (no spaces) in ``directory``."""
     n, p = flux.shape
     if e_flux.shape != (n, p) or initial.shape != (n, len(config.labels)) or len(names) != n:
-        raise ValueError(f"{n} names, flux {flux.shape}, e_flux {e_flux.shape}, initial {initial.shape} do not match")
+        raise InputShapeError(f"{n} names, flux {flux.shape}, e_flux {e_flux.shape}, initial {initial.shape} do not match")
     if any(not name or any(c.isspace() for c in name) for name in names):
-        raise ValueError("FERRE names must be non-empty and contain no whitespace")
+        raise InputShapeError("FERRE names must be non-empty and contain no whitespace")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "input.nml").write_text(config.namelist(p))
     with open(directory / "parameter.input", "w") as fh:

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from astra_lake.errors import ArtefactError
+from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.pipelines.columns import Arrays, set_where
 
 TABLE = "mdwarftype"
@@ -139,7 +139,7 @@ class MDwarfType:
         wave = np.asarray(wavelength, dtype=np.float64)
         n = f.shape[0]
         if iv.shape != f.shape or wave.shape[-1] != f.shape[1] or (wave.ndim == 2 and wave.shape[0] != n):
-            raise ValueError(f"shapes differ: wavelength {wave.shape}, flux {f.shape}, ivar {iv.shape}")
+            raise InputShapeError(f"shapes differ: wavelength {wave.shape}, flux {f.shape}, ivar {iv.shape}")
         out: Arrays = {
             "spectral_type": np.full(n, None, dtype=object),
             "sub_type": np.full(n, np.nan, np.float32),

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize
 
-from astra_lake.errors import ArtefactError
+from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.kernels import APOGEE_GRID, sinusoids
 from astra_lake.pipelines.columns import Arrays, set_where
 
@@ -131,7 +131,7 @@ class NMFRectify:
         f = np.atleast_2d(np.asarray(flux, dtype=np.float64))
         iv = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
         if f.shape != iv.shape or f.shape[1] != self.wavelength.size:
-            raise ValueError(f"flux and ivar must both be (n, {self.wavelength.size}); got {f.shape} and {iv.shape}")
+            raise InputShapeError(f"flux and ivar must both be (n, {self.wavelength.size}); got {f.shape} and {iv.shape}")
         good = np.isfinite(f) & np.isfinite(iv) & (f > 0) & (iv > 0) & self.in_regions
         f = np.where(good, f, 0.0)
         iv = np.where(good, iv, 0.0)

@@ -25,7 +25,7 @@ import onnxruntime as ort
 import pyarrow as pa
 from onnx import TensorProto, helper, numpy_helper
 
-from astra_lake.errors import ArtefactError
+from astra_lake.errors import ArtefactError, InputShapeError
 
 F32 = npt.NDArray[np.float32]
 ModelSource = str | os.PathLike[str] | bytes | onnx.ModelProto
@@ -170,7 +170,7 @@ class OnnxModel:
         f = np.ascontiguousarray(flux, dtype=np.float32)
         s = np.ascontiguousarray(sigma, dtype=np.float32)
         if f.ndim != 2 or s.shape != f.shape or draws < 1:
-            raise ValueError(f"flux and sigma must be equal (n, p) arrays and draws >= 1; got {f.shape}, {s.shape}, {draws}")
+            raise InputShapeError(f"flux and sigma must be equal (n, p) arrays and draws >= 1; got {f.shape}, {s.shape}, {draws}")
         n, p = f.shape
         point = self.predict(prepare(f[:, None, :], slice(0, n)), batch_size=batch_size)
         noisy_out = np.empty((n, draws, *point.shape[1:]), dtype=np.float32)

@@ -76,3 +76,10 @@ def test_bad_template_file_is_refused(tmp_path):
     fits.PrimaryHDU(np.zeros((2, 10), np.float32)).writeto(path)
     with pytest.raises(ArtefactError, match=r"t\.fits: expected an spEigenStar image"):
         Templates.from_eigen_fits(path)
+
+
+def test_mismatched_arrays_are_refused_in_one_line(classifier):
+    from astra_lake.errors import InputShapeError
+
+    with pytest.raises(InputShapeError, match=r"shapes differ: wavelength \(4648,\), flux \(2, 4648\), ivar \(2, 4000\)"):
+        classifier.classify(BOSS, np.ones((2, 4648)), np.ones((2, 4000)))

@@ -94,3 +94,10 @@ def test_components_round_trip_and_bad_files(components, tmp_path):
         NMFComponents.load(tmp_path / "bad.npz")
     with pytest.raises(ArtefactError, match=r"nope\.npz: expected a Payne network"):
         payne_spectra(tmp_path / "nope.npz", 2, np.random.default_rng(0))
+
+
+def test_wrong_grid_is_refused(components):
+    from astra_lake.errors import InputShapeError
+
+    with pytest.raises(InputShapeError, match=r"flux and ivar must both be \(n, 8575\); got \(1, 7214\)"):
+        NMFRectify(components).fit(np.ones((1, 7214)), np.ones((1, 7214)))
