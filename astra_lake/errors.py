@@ -128,7 +128,17 @@ class CatalogLoadError(AstraLakeError):
     """A catalogue file could not be loaded; the message names the file and the column or row."""
 
 
+class ArtefactError(AstraLakeError, ValueError):
+    """A trained artefact (ONNX model, template or model grid, components file, external program) is missing,
+    unreadable, or does not match the inputs or outputs its pipeline expects."""
+
+
+class InputShapeError(AstraLakeError, ValueError):
+    """Arrays handed to a pipeline's science code do not have the shapes (or names) it needs."""
+
+
 __all__ = [
+    "ArtefactError",
     "AstraLakeError",
     "CatalogLoadError",
     "CommitConflictError",
@@ -138,6 +148,7 @@ __all__ = [
     "DatabaseImportError",
     "FlagError",
     "IngestError",
+    "InputShapeError",
     "InvalidArgumentError",
     "LakeNotFoundError",
     "QueryRefusedError",

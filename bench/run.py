@@ -2,7 +2,7 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines import)
+    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines import nn)
     python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
     python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
     python bench/run.py import          # import-postgres vs COPY ... TO (1 M ASPCAP rows)
@@ -27,6 +27,7 @@ import bench_import
 import bench_ingest
 import bench_kernels
 import bench_lake
+import bench_nn
 import bench_pipelines
 import bench_release
 import bench_scan
@@ -78,6 +79,8 @@ def main() -> None:
             out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
         if "import" in args.what and not args.no_postgres:
             out += ["## Import from PostgreSQL", "", *bench_import.run(work, 100_000 if args.quick else 1_000_000), ""]
+        if "nn" in args.what:
+            out += ["## Neural networks and template fits", "", *bench_nn.run(64 if args.quick else 256), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)
