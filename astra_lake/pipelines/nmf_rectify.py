@@ -177,7 +177,7 @@ class NMFRectify:
         ivar = np.where(usable, iv * rect**2, 0.0)
         flux = f / np.where(usable, rect, 1.0)
         cont, _, _ = sinusoids(self.wavelength, flux, ivar, regions=REGIONS, degree=self.deg, length=self.length)
-        return np.asarray(cont, dtype=np.float64)
+        return np.nan_to_num(np.asarray(cont, dtype=np.float64), nan=0.0)  # unfitted (gaps): 0, then NaN on output
 
     def _absorption(self, f: F64, iv: F64, cont: F64, w0: F64) -> F64:
         out = np.empty_like(w0)
