@@ -165,18 +165,39 @@ class Lake:
             self._latest = (key, Snapshot(self.catalog, None))
         return self._latest[1]
 
-    def connect(self, version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(
+        self,
+        version: Version = None,
+        *,
+        external_access: bool = False,
+        query: str | None = None,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+    ) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection: macros from sql/, one view per table over the snapshot.
 
         It cannot write into the lake: it reaches only the snapshot's files and refuses statements that
         write files (COPY, EXPORT, ATTACH, INSTALL, ...). ``external_access=True`` also reads your own
         files (``read_csv('mine.csv')``) and lets ``con.sql(q).write_parquet(path)`` write outside the lake.
+        ``query``: make only the views this query names (a faster connection for that query alone);
+        ``threads`` / ``memory_limit`` (``"8GB"``): DuckDB's settings (default: DuckDB's).
         """
-        return duck.connect(self.snapshot(version), external_access=external_access)
+        return duck.connect(
+            self.snapshot(version), external_access=external_access, query=query, threads=threads, memory_limit=memory_limit
+        )
 
-    def sql(self, query: str, version: Version = None, *, external_access: bool = False) -> pa.Table:
+    def sql(
+        self,
+        query: str,
+        version: Version = None,
+        *,
+        external_access: bool = False,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+    ) -> pa.Table:
         """Run one SQL query on a snapshot and return an Arrow table (see :meth:`connect`)."""
-        return self.connect(version, external_access=external_access).sql(query).to_arrow_table()
+        snap = self.snapshot(version)
+        return duck.run(snap, query, external_access=external_access, threads=threads, memory_limit=memory_limit).to_arrow_table()
 
     def scan(self, table: str, version: Version = None) -> pl.LazyFrame:
         """A Polars LazyFrame of a table with flag_warn / flag_bad and named flag columns."""

@@ -101,7 +101,10 @@ Format = Literal["table", "csv", "json", "jsonl", "parquet"]
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over the lake's views, e.g. SELECT count(*) FROM aspcap WHERE NOT flag_bad")],
     lake: LakeOption = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", help="Lake version number or tag")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", "-v", help="Lake version or tag (default: config query.version, else latest)"),
+    ] = None,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="table; csv; json (one array); jsonl (a line per row); parquet (needs -o)")
     ] = "table",
@@ -120,9 +123,14 @@ def sql(
         raise InvalidArgumentError("--format table is for the terminal; write files with --format csv, json, jsonl or parquet")
     if output is not None:
         out.check_writable(output)
+    from astra_lake.config import Config
+    from astra_lake.query.duck import run
+
+    cfg = Config.load()
     lk = open_lake(lake)
-    con = lk.connect(version, external_access=allow_external)
-    rel = con.sql(query)
+    snapshot = lk.snapshot(version or cfg.get("query.version") or None)
+    threads, memory = cfg.get("query.threads") or None, cfg.get("query.memory_limit") or None
+    rel = run(snapshot, query, external_access=allow_external, threads=threads, memory_limit=memory)
     if rel is None:  # a statement without a result (SET, CREATE TEMP VIEW, ...)
         return
     if fmt == "table":

@@ -101,7 +101,8 @@ class DeltaStore:
         """The data files of a version (the latest when None); none before the first commit."""
         if version is None and not self.exists():
             return []
-        actions = pa.table(self.delta(version).get_add_actions(flatten=True))
+        add = self.delta(version).get_add_actions(flatten=True)
+        actions = pa.RecordBatchReader.from_stream(add).read_all()  # not pa.table(): it imports pandas
         cols = actions.column_names
         out = []
         for row in actions.to_pylist():
