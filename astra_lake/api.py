@@ -47,9 +47,13 @@ class Lake:
         self._latest: tuple[tuple[int, int], Snapshot] | None = None
 
     @classmethod
-    def init(cls, path: str | os.PathLike[str]) -> Lake:
-        """Create an empty lake at ``path`` (no-op if one exists) and open it."""
-        Catalog.create(Path(path))
+    def init(cls, path: str | os.PathLike[str], *, auto_compact_min_files: int | None = None) -> Lake:
+        """Create an empty lake at ``path`` (no-op if one exists) and open it. ``auto_compact_min_files``: a
+        leaf left with this many files by a write is merged (0: never; None: the lake's default, 8)."""
+        if auto_compact_min_files is not None and auto_compact_min_files < 0:
+            raise InvalidArgumentError(f"auto_compact_min_files must be >= 0, got {auto_compact_min_files}")
+        settings = None if auto_compact_min_files is None else {"auto_compact_min_files": auto_compact_min_files}
+        Catalog.create(Path(path), settings)
         return cls(path)
 
     @property

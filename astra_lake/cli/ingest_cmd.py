@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from astra_lake.api import Lake
 from astra_lake.cli._common import console, fail
 from astra_lake.cli.lake_cmd import LakeOption, resolve_lake
+from astra_lake.config import Config
 from astra_lake.errors import IngestError
 from astra_lake.ingest.inputs import SUFFIXES, scan_inputs
 from astra_lake.ingest.reader import FORMATS
@@ -20,9 +21,11 @@ from astra_lake.ingest.runner import Ingestor
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively for *.fits[.gz])")],
     lake: LakeOption = None,
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Reader processes")] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Reader processes (default: config, 1)")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help=f"Force a format: {', '.join(FORMATS)}")] = None,
-    batch_files: Annotated[int, typer.Option(help="Files per commit batch (bounds memory)")] = 64,
+    batch_files: Annotated[
+        int | None, typer.Option(min=1, help="Files per commit batch, bounds memory (default: config, 64)")
+    ] = None,
     create: Annotated[bool, typer.Option("--create", help="Create the lake if the path is not one yet")] = False,
 ) -> None:
     """Read apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar/Visit and mwmAllStar/Visit files into the lake.
@@ -43,7 +46,10 @@ def ingest(
         fail(str(exc))
     if not inputs.files and not inputs.problems:
         fail(f"no FITS files ({', '.join('*' + s for s in SUFFIXES)}) under {', '.join(map(str, paths))}")
-    lk = Lake.init(path) if create else Lake(path)
+    cfg = Config.load()
+    workers = workers or cfg.get("ingest.workers") or 1
+    batch_files = batch_files or cfg.get("ingest.batch_files") or 64
+    lk = Lake.init(path, auto_compact_min_files=cfg.get("compaction.auto_compact_min_files")) if create else Lake(path)
     spectra = [0]
     with Progress(
         TextColumn("[bold]ingest"),

@@ -68,13 +68,22 @@ def open_lake(option: str | None) -> Lake:
     return lake
 
 
-def init(path: Annotated[Path, typer.Argument(help="Directory to create the lake in")]) -> None:
+def init(
+    path: Annotated[Path, typer.Argument(help="Directory to create the lake in")],
+    auto_compact_min_files: Annotated[
+        int | None,
+        typer.Option(min=0, help="Merge a leaf a write leaves with this many files; 0: never (default: config, 8)"),
+    ] = None,
+) -> None:
     """Create an empty lake."""
     from astra_lake.api import Lake
+    from astra_lake.config import Config
 
     if path.exists() and not path.is_dir():
         raise InvalidArgumentError(f"{path} is a file, not a directory; give a new or empty directory for the lake")
-    lake = Lake.init(path)
+    if auto_compact_min_files is None:
+        auto_compact_min_files = Config.load().get("compaction.auto_compact_min_files")
+    lake = Lake.init(path, auto_compact_min_files=auto_compact_min_files)
     console.print(f"lake ready at {lake.path}", highlight=False)
 
 
@@ -178,10 +187,17 @@ def compact(
 def vacuum(
     table: Annotated[str | None, typer.Argument(help="Table to vacuum (default: every table)")] = None,
     lake: LakeOption = None,
-    retention_hours: Annotated[int, typer.Option(min=0, help="Keep files referenced by versions this recent")] = 168,
+    retention_hours: Annotated[
+        int | None,
+        typer.Option(min=0, help="Keep files referenced by versions this recent (default: config, 168)"),
+    ] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Really delete (default: list only)")] = False,
 ) -> None:
     """Delete files no recent or tagged version references (a dry run unless --apply)."""
+    if retention_hours is None:
+        from astra_lake.config import Config
+
+        retention_hours = Config.load().get("compaction.retention_hours")
     result = open_lake(lake).vacuum(table, retention_hours=retention_hours, dry_run=not apply)
     for t, files in result.items():
         console.print(f"{t}: {len(files)} file(s) {'deleted' if apply else 'would be deleted'}")

@@ -76,7 +76,9 @@ class Catalog:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path) -> Catalog:
+    def create(cls, root: Path, settings: dict[str, Any] | None = None) -> Catalog:
+        """A new lake at ``root`` (or the one there); ``settings`` (e.g. ``auto_compact_min_files``) go into a
+        new lake's lake.json."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise StorageError(f"{root}: exists and is not a directory; a lake is a directory")
@@ -85,7 +87,7 @@ class Catalog:
             root.mkdir(parents=True, exist_ok=True)
             if not marker.exists():
                 (root / "_meta").mkdir(exist_ok=True)
-                info = {"format": FORMAT, "schema_version": 1, "created": _now()}
+                info = {"format": FORMAT, "schema_version": 1, "created": _now(), **(settings or {})}
                 atomic_write_text(marker, json.dumps(info, indent=1))
         except OSError as exc:
             raise storage_error(exc, root, "cannot create a lake") from None
