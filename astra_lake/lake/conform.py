@@ -6,6 +6,7 @@ helps) the first offending row, and says what was expected.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -14,20 +15,15 @@ import pyarrow.compute as pc
 
 from astra_lake.errors import ValidationError
 from astra_lake.schema.arrow import arrow_schema
+from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
 
-# Columns the writer fills when they are absent (identity, spatial index, timestamps, derived keys).
-MANAGED = {
-    "_healpix_29",
-    "source_pk",
-    "spectrum_pk",
-    "task_pk",
-    "created",
-    "modified",
-    "v_astra_major_minor",
-    "sdss_id",
-    "source_key",
-}
+
+def __getattr__(name: str) -> frozenset[str]:
+    """``MANAGED``: the columns the writer fills when absent (``roles.managed`` of data_schema/common.yaml)."""
+    if name == "MANAGED":
+        return load_schema().roles.managed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def storage_schema(table: Table) -> pa.Schema:
@@ -160,17 +156,20 @@ def check_range(table: Table, name: str, col: pa.ChunkedArray) -> None:
         raise invalid(table, name, f"row {row} is {col[row].as_py()!r}, outside its declared range {bounds} ({where})", row)
 
 
-def conform(table: Table, data: Any, *, managed: set[str] | None = None, derived: frozenset[str] = frozenset()) -> pa.Table:
+def conform(
+    table: Table, data: Any, *, managed: Collection[str] | None = None, derived: frozenset[str] = frozenset()
+) -> pa.Table:
     """Validate ``data`` for ``table`` and return it in the storage schema (column order included).
 
-    Columns the writer manages may be absent; other absent nullable columns become null (or their
-    declared fill). Columns named in ``derived`` (what reads add: flag booleans, summary-view joins; see
-    :func:`astra_lake.schema.views.derived_columns`) are dropped, so rows read from the lake can be
-    written back. Absent non-nullable columns, unknown columns, wrong types, wrong pixel counts, values
-    outside a declared range and nulls in non-nullable columns are errors. pandas integer columns with
-    missing values (float64 with NaN) are accepted when every value is a whole number.
+    Columns the writer manages (``managed``, default ``roles.managed`` of data_schema/) may be absent;
+    other absent nullable columns become null (or their declared fill). Columns named in ``derived``
+    (what reads add: flag booleans, summary-view joins; see :func:`astra_lake.schema.views.derived_columns`)
+    are dropped, so rows read from the lake can be written back. Absent non-nullable columns, unknown
+    columns, wrong types, wrong pixel counts, values outside a declared range and nulls in non-nullable
+    columns are errors. pandas integer columns with missing values (float64 with NaN) are accepted when
+    every value is a whole number.
     """
-    managed = MANAGED if managed is None else managed
+    managed = load_schema().roles.managed if managed is None else managed
     raw = as_arrow(data, table.name)
     from_pandas = b"pandas" in (raw.schema.metadata or {})
     schema = storage_schema(table)

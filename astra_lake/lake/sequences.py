@@ -1,4 +1,5 @@
-"""Lake-wide sequences (source_pk, spectrum_pk, task_pk): minted in blocks, never reused.
+"""Lake-wide sequences (``roles.minted`` of data_schema/common.yaml: source_pk, spectrum_pk, task_pk):
+minted in blocks, never reused.
 
 A block is reserved under an exclusive lock and the new high-water mark is fsynced before the
 numbers are handed out, so concurrent writers get disjoint ranges and a killed writer only leaves a gap.
@@ -13,21 +14,24 @@ import numpy as np
 import numpy.typing as npt
 
 from astra_lake.lake.locks import atomic_write_text, exclusive
-
-SEQUENCES = ("source_pk", "spectrum_pk", "task_pk")
+from astra_lake.schema.loader import load_schema
 
 
 class Sequences:
     """Monotonic counters stored in ``_meta/sequences.json``."""
 
-    def __init__(self, meta_dir: Path) -> None:
+    def __init__(self, meta_dir: Path, names: tuple[str, ...] | None = None) -> None:
         self.path = meta_dir / "sequences.json"
         self.lock = meta_dir / "sequences.lock"
+        self.names = load_schema().roles.sequences if names is None else names
+
+    def _check(self, name: str) -> None:
+        if name not in self.names:
+            raise ValueError(f"unknown sequence {name!r}; valid: {', '.join(self.names)}")
 
     def reserve(self, name: str, n: int) -> npt.NDArray[np.int64]:
         """``n`` fresh values of sequence ``name`` (starting at 1)."""
-        if name not in SEQUENCES:
-            raise ValueError(f"unknown sequence {name!r}; valid: {', '.join(SEQUENCES)}")
+        self._check(name)
         if n <= 0:
             return np.empty(0, dtype=np.int64)
         with exclusive(self.lock):
@@ -40,8 +44,7 @@ class Sequences:
     def advance_to(self, name: str, value: int) -> None:
         """Make the next value of ``name`` larger than ``value``: rows that arrive with their own
         identities (e.g. imported from Astra) must never collide with values minted later."""
-        if name not in SEQUENCES:
-            raise ValueError(f"unknown sequence {name!r}; valid: {', '.join(SEQUENCES)}")
+        self._check(name)
         if int(self.current().get(name, 0)) >= value:  # counters only grow: no lock needed to skip
             return
         with exclusive(self.lock):

@@ -29,10 +29,18 @@ from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.healpix import healpix29
 from astra_lake.lake.maintenance import compact
+from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
 from astra_lake.schema.views import derived_columns
 
-IDENTITY = {"source": "source_pk", "spectrum": "spectrum_pk", "pipeline": "task_pk", "pixel": "task_pk"}
+
+def __getattr__(name: str) -> dict[str, str]:
+    """``IDENTITY``: table kind -> minted identity column (``roles.minted`` of data_schema/common.yaml)."""
+    if name == "IDENTITY":
+        return load_schema().roles.minted
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SOURCE_KEY_FROM = (
     ("sdss_id", "sdss_id"),
     ("sdss4_apogee_id", "apogee"),
@@ -312,7 +320,7 @@ class Writer:
         return self._lookups[key]
 
     def _mint(self, tbl: Table, rows: pa.Table) -> pa.Table:
-        ident = IDENTITY.get(tbl.kind)
+        ident = self.catalog.schema.roles.minted.get(tbl.kind)
         need = (
             np.zeros(rows.num_rows, bool)
             if ident is None
@@ -346,7 +354,7 @@ class Writer:
     def _stored_as_offered(self, store: DeltaStore, tbl: Table, rows: pa.Table) -> bool:
         """Whether every offered row is stored with the values offered (columns left null are not compared;
         ``created`` / ``modified`` are the lake's)."""
-        cols = [c for c in rows.column_names if c not in ("created", "modified")]
+        cols = [c for c in rows.column_names if c not in self.catalog.schema.roles.timestamps]
         con = self.catalog.duck()
         con.register("incoming", rows.select(cols))
         on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in tbl.upsert_key)
@@ -373,7 +381,8 @@ class Writer:
         if not files or rows.num_rows == 0:
             return rows, [], 0
         key = list(tbl.upsert_key)
-        keep = [c for c in (IDENTITY.get(tbl.kind), "created") if c is not None]
+        roles = self.catalog.schema.roles
+        keep = [c for c in (roles.minted.get(tbl.kind), *roles.kept_on_replace) if c is not None]
         fixed = ["sdss_id"] if tbl.kind == "spectrum" else []
         con = self.catalog.duck()
         con.register("incoming", rows.select(key).append_column("_row", pa.array(np.arange(rows.num_rows))))

@@ -23,16 +23,22 @@ from astra_lake.errors import InvalidArgumentError
 from astra_lake.query.duck import connect
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.query.spectra import Piece, Spectra, open_file, read_pieces
+from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
 
-IDS = ["spectrum_pk", "source_pk", "sdss_id", "_healpix_29"]
+
+def __getattr__(name: str) -> list[str]:
+    """``IDS``: a spectrum's identity columns (``roles.identity`` of data_schema/common.yaml)."""
+    if name == "IDS":
+        return list(load_schema().roles.identity)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def selected_pks(snapshot: Snapshot, table: str, where: str) -> pa.Array:
     """spectrum_pk of the rows a SQL predicate on the table's view selects."""
     try:
         sql = f"SELECT spectrum_pk FROM {table} WHERE {where}"
-        return connect(snapshot).sql(sql).to_arrow_table().column(0).combine_chunks()
+        return connect(snapshot, query=sql).sql(sql).to_arrow_table().column(0).combine_chunks()
     except duckdb.Error as exc:
         raise InvalidArgumentError(f"where clause failed on {table}: {str(exc).splitlines()[0]}") from None
 
@@ -74,7 +80,7 @@ def spectra_batches(
 
     ``where`` (a SQL predicate on the table's view, e.g. ``"snr > 50"``) or ``pks`` (spectrum_pk values)
     selects spectra; by default every spectrum comes.
-    ``columns`` picks the metadata columns (default: the identity columns ``IDS``; every extra column
+    ``columns`` picks the metadata columns (default: the identity columns, ``roles.identity`` of data_schema/; every extra column
     costs a decode per row group); the pixel arrays always come.
     ``threads`` decode ahead of the caller (default: the machine's cores). Bad arguments raise
     :class:`InvalidArgumentError` here, before iteration.
@@ -91,7 +97,8 @@ def spectra_batches(
         unknown = [c for c in columns if c not in stored]
         if unknown:
             raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(stored)}")
-    read = [c for c in dict.fromkeys([*(IDS if columns is None else columns), "spectrum_pk"]) if c not in tbl.pixel_columns]
+    ids = snapshot.catalog.schema.roles.identity
+    read = [c for c in dict.fromkeys([*(ids if columns is None else columns), "spectrum_pk"]) if c not in tbl.pixel_columns]
     if where and pks is not None:
         raise InvalidArgumentError("give where or pks, not both")
     keep = selected_pks(snapshot, table, where) if where else pks

@@ -197,11 +197,22 @@ class GridDecl(Strict):
     description: str = ""
 
 
+class RolesDecl(Strict):
+    """common.yaml ``roles``: the columns the lake mints, fills, stamps, keeps and carries."""
+
+    minted: dict[TableKind, str]
+    managed: list[str]
+    timestamps: list[str]
+    kept_on_replace: list[str]
+    identity: list[str]
+
+
 class CommonDecl(Strict):
-    """common.yaml: column groups, kinds, storage, grids and pixel-array sets."""
+    """common.yaml: column groups, roles, kinds, storage, grids and pixel-array sets."""
 
     schema_version: int
     column_groups: dict[str, list[ColumnDecl]]
+    roles: RolesDecl
     kinds: dict[TableKind, KindDecl]
     storage: dict[TableKind, StorageDecl]
     grids: dict[str, GridDecl]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from astra_lake.errors import SchemaError, UnknownTableError
-from astra_lake.schema.model import Column, Edition, Flag, FlagColumn, Grid, Rule, Table, signed_mask
+from astra_lake.schema.model import Column, Edition, Flag, FlagColumn, Grid, Roles, Rule, Table, signed_mask
 from astra_lake.schema.versions import version_to_int
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class Schema:
     grids: dict[str, Grid]
     targeting: tuple[TargetingBit, ...]
     directory: Path
+    roles: Roles
 
     def table(self, name: str) -> Table:
         try:
@@ -369,7 +370,29 @@ def parse_schema(root: Path) -> Schema:
         if decl.name != path.stem:
             raise SchemaError(f"{path}: name {decl.name!r} must equal the file name {path.stem!r}")
         tables[path.stem] = _table(decl, common, sets, grids)
-    return Schema(tables=tables, grids=grids, targeting=_targeting(root / "sdss5_targeting_bits.csv"), directory=root)
+    targeting = _targeting(root / "sdss5_targeting_bits.csv")
+    return Schema(tables=tables, grids=grids, targeting=targeting, directory=root, roles=_roles(common, tables))
+
+
+def _roles(common: CommonDecl, tables: dict[str, Table]) -> Roles:
+    """``roles`` of common.yaml; every column it names must be declared (in a column group or a table)."""
+    r = common.roles
+    declared = {c.name for cols in common.column_groups.values() for c in cols} | {
+        c for t in tables.values() for c in t.column_names
+    }
+    named = {"minted": list(r.minted.values()), "managed": r.managed, "timestamps": r.timestamps}
+    named |= {"kept_on_replace": r.kept_on_replace, "identity": r.identity}
+    for role, columns in named.items():
+        unknown = [c for c in columns if c not in declared]
+        if unknown:
+            raise SchemaError(f"data_schema/common.yaml: roles.{role} names {unknown}, not a declared column")
+    return Roles(
+        minted={str(kind): column for kind, column in r.minted.items()},
+        managed=frozenset(r.managed),
+        timestamps=tuple(r.timestamps),
+        kept_on_replace=tuple(r.kept_on_replace),
+        identity=tuple(r.identity),
+    )
 
 
 # -- the cache ---------------------------------------------------------------------------------------

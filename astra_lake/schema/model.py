@@ -198,3 +198,19 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What the lake does with its own columns (data_schema/common.yaml ``roles``)."""
+
+    minted: dict[str, str]  # table kind -> identity column minted from a lake-wide sequence
+    managed: frozenset[str]  # filled by the writer when absent
+    timestamps: tuple[str, ...]  # set at every write
+    kept_on_replace: tuple[str, ...]  # kept (with the minted identity) when an upsert replaces a row
+    identity: tuple[str, ...]  # a spectrum's identity, carried to its results, batches and summary views
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """The lake-wide sequences: each minted column once."""
+        return tuple(dict.fromkeys(self.minted.values()))

@@ -12,9 +12,6 @@ from astra_lake.schema.flags import defines
 from astra_lake.schema.loader import Schema
 from astra_lake.schema.model import Table
 
-# Columns a summary view shows once, from the pipeline row (they are the join's identity).
-SUMMARY_IDENTITY = frozenset({"source_pk", "sdss_id", "_healpix_29", "spectrum_pk"})
-
 
 def flag_view_columns(table: Table) -> list[str]:
     """``flag_warn`` / ``flag_bad`` (where defined) and every named flag of the summary column."""
@@ -44,7 +41,7 @@ def summary_view_columns(schema: Schema, table: Table) -> list[tuple[str, str, s
     joined = (("source", [c.name for c in schema.table("source").columns]), ("spectrum", spectra_view_columns(schema)))
     for relation, cols in joined:
         for c in cols:
-            if c in SUMMARY_IDENTITY:
+            if c in schema.roles.identity:  # the join's identity: shown once, from the pipeline row
                 continue
             name = f"{relation}_{c}" if c in taken else c
             items.append((relation, c, name))
