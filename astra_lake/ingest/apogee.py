@@ -18,39 +18,18 @@ from astra_lake.ingest.extract import (
     require_position,
     sigma_to_ivar,
 )
+from astra_lake.schema.loader import load_schema
 
-APOGEE_NPIX = 8575
-# Header cards copied (as finite floats or null) into columns of the same meaning.
-APSTAR_CARDS = {
-    "mean_fiber": "MEANFIB",
-    "std_fiber": "SIGFIB",
-    "v_rad": "VHELIO",
-    "e_v_rad": "VERR",
-    "std_v_rad": "VSCATTER",
-    "median_e_v_rad": "VERR_MED",
-    "doppler_teff": "RV_TEFF",
-    "doppler_logg": "RV_LOGG",
-    "doppler_fe_h": "RV_FEH",
-    "doppler_rchi2": "RV_CHI2",
-    "ccfwhm": "CCFWHM",
-    "autofwhm": "AUTOFWHM",
-    "snr": "SNR",
-}
-APVISIT_CARDS = {
-    "jd": "JD-MID",
-    "exptime": "EXPTIME",
-    "input_ra": "RA",
-    "input_dec": "DEC",
-    "snr": "SNR",
-    "v_rad": "VHELIO",
-    "v_rel": "VRAD",
-    "e_v_rel": "VRADERR",
-    "bc": "BC",
-    "doppler_teff": "RVTEFF",
-    "doppler_logg": "RVLOGG",
-    "doppler_fe_h": "RVFEH",
-    "ccfwhm": "CCPFWHM",
-}
+APOGEE_NPIX = load_schema().grids["apogee"].npix  # data_schema/common.yaml grids
+
+
+def header_cards(table: str) -> dict[str, str]:
+    """Column -> header card copied (as a finite float or null) into it: ``fits_card`` of data_schema/tables/."""
+    return {c.name: c.fits_card for c in load_schema().table(table).columns if c.fits_card}
+
+
+APSTAR_CARDS = header_cards("apogee_star")
+APVISIT_CARDS = header_cards("apogee_visit")
 _VISIT_NAME = re.compile(
     r"ap(?:Visit)-(?P<apred>[\w.]+)-(?:(?P<tel>apo25m|lco25m|apo1m)-)?(?P<plate>[\w]+)-(?P<mjd>\d+)-(?P<fiber>\d+)"
 )

@@ -13,7 +13,7 @@ from astra_lake.ingest.extract import SOURCE_REF, SPECTRUM_REF, Extracted, finit
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.versions import version_to_int
 
-BOSS_NPIX = 4648
+BOSS_NPIX = load_schema().grids["boss_native"].npix  # the spec-file COADD grid (data_schema/common.yaml grids)
 MWM_HDUS = {"BOSS/APO": "boss", "BOSS/LCO": "boss", "APOGEE/APO": "apogee", "APOGEE/LCO": "apogee"}
 
 

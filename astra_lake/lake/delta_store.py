@@ -8,6 +8,7 @@ writer killed at any point leaves the previous version complete and readable.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,17 @@ class DeltaStore:
             raise VersionNotFoundError(f"{self.table.name}: version {version} is not readable ({exc})") from None
 
     def latest_version(self) -> int:
+        """The newest committed version. Before this store has opened its table: the highest
+        ``<version>.json`` of the Delta log (a commit is that file's atomic creation), so pinning a
+        snapshot of many tables loads none of them."""
+        if self._latest is None:
+            try:
+                names = os.listdir(self.dataset / "_delta_log")
+            except OSError:
+                names = []
+            versions = [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
+            if versions:
+                return max(versions)
         return int(self.delta().version())
 
     def files(self, version: int | None = None) -> list[DataFile]:

@@ -17,8 +17,9 @@ import numpy.typing as npt
 
 from astra_lake.pipelines.columns import Arrays, set_where, usable
 from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
+from astra_lake.schema.loader import load_schema
 
-NPIX = 8575
+NPIX = load_schema().grids["apogee"].npix  # data_schema/common.yaml grids
 STATS = LabelStats(("logg", "log_teff", "fe_h"), (3.2, 3.7, -0.2), (1.2, 0.1, 0.3))
 TABLE = "apogeenet"
 

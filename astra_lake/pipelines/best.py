@@ -35,7 +35,7 @@ RENAMED = {
     "slam": {"alpha_fe": "alpha_m_atm", "e_alpha_fe": "e_alpha_m_atm"},
     "bossnet": {"bn_v_r": "boss_net_v_rad", "e_bn_v_r": "boss_net_e_v_rad"},
 }
-IDENTITY = ("_healpix_29", "source_pk", "spectrum_pk", "sdss_id")
+IDENTITY = load_schema().roles.identity  # data_schema/common.yaml roles
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ class ColumnDecl(Strict):
     hidden: bool = False
     minimum: StrictInt | StrictFloat | None = None  # inclusive value range, checked on write
     maximum: StrictInt | StrictFloat | None = None
+    fits_card: str | None = None  # the header card of the DRP file (apStar, apVisit, ...) this column is read from
 
     @field_validator("type")
     @classmethod

@@ -169,6 +169,7 @@ def _column(decl: ColumnDecl, type_: str | None = None) -> Column:
         hidden=decl.hidden,
         minimum=decl.minimum,
         maximum=decl.maximum,
+        fits_card=decl.fits_card,
     )
 
 

@@ -42,6 +42,7 @@ class Column:
     hidden: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    fits_card: str | None = None  # header card of the DRP file the table is read from (copied as a finite float or null)
 
 
 @dataclass(frozen=True)
