@@ -73,13 +73,14 @@ def _needed_library_tables(chunks: list[tuple[str, str, str]], names: set[str]) 
 
 
 def query_words(query: str) -> set[str] | None:
-    """Every word of the identifiers and string constants of ``query`` (lower case): a superset of the
-    tables, views and macros it names; None when DuckDB's tokenizer cannot read it."""
+    """Every word of the identifiers, keywords (a table may be named like one: ``source``) and string
+    constants of ``query`` (lower case): a superset of the tables, views and macros it names, without its
+    comments; None when DuckDB's tokenizer cannot read it."""
     try:
         tokens = duckdb.tokenize(query)
     except Exception:  # any failure: the caller makes every view
         return None
-    keep = {duckdb.token_type.identifier, duckdb.token_type.string_const}
+    keep = {duckdb.token_type.identifier, duckdb.token_type.keyword, duckdb.token_type.string_const}
     ends = [pos for pos, _ in tokens[1:]] + [len(query)]
     words: set[str] = set()
     for (pos, kind), end in zip(tokens, ends, strict=True):
@@ -101,9 +102,7 @@ def _duck_type(t: pa.DataType) -> str:
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return _duck_type(t.value_type) + "[]"
     if pa.types.is_timestamp(t):
-        return (
-            "TIMESTAMPTZ" if t.tz else {"s": "TIMESTAMP_S", "ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}[t.unit]
-        )
+        return "TIMESTAMPTZ" if t.tz else _TIMESTAMPS[t.unit]
     return _SCALARS[t]
 
 
