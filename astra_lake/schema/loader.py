@@ -398,12 +398,14 @@ def _roles(common: CommonDecl, tables: dict[str, Table]) -> Roles:
 
 # -- the cache ---------------------------------------------------------------------------------------
 def _fingerprint(root: Path) -> str:
-    """A hash of data_schema/ (every file but the generated ones), of the code that shapes the result,
-    of the directory and of the Python version: a cached schema is used only while all are the same."""
+    """A hash of the files of data_schema/ that :func:`parse_schema` reads (not products/: 2 MB of
+    datamodel extracts it never opens), of the code that shapes the result, of the directory and of the
+    Python version: a cached schema is used only while all are the same."""
     h = hashlib.sha256(f"{root.resolve()}\0{sys.version_info[:2]}\0".encode())
     here = Path(__file__).parent
     code = [here / "loader.py", here / "model.py", here / "declarations.py", here / "versions.py"]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and "generated" not in p.relative_to(root).parts)
+    read = [root / "common.yaml", root / "flag_sets.yaml", root / "sdss5_targeting_bits.csv"]
+    files = [p for p in read if p.exists()] + sorted((root / "tables").glob("*.yaml"))  # what parse_schema reads
     for path in [*code, *files]:
         h.update(f"\0{path.relative_to(root) if path.is_relative_to(root) else path.name}\0".encode())
         h.update(path.read_bytes())
