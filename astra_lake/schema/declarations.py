@@ -53,6 +53,7 @@ class ColumnDecl(Strict):
     hidden: bool = False
     minimum: StrictInt | StrictFloat | None = None  # inclusive value range, checked on write
     maximum: StrictInt | StrictFloat | None = None
+    renamed_from: str | None = None  # the column's earlier name: `astra-lake migrate` renames it
 
     @field_validator("type")
     @classmethod

@@ -42,6 +42,7 @@ class Column:
     hidden: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    renamed_from: str = ""  # the name it had in an earlier data_schema revision (a rename `migrate` applies)
 
 
 @dataclass(frozen=True)
