@@ -9,9 +9,10 @@ The hash covers the compiled tables and grids (types, nullability, flags, rules,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from dataclasses import fields, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +24,56 @@ from astra_lake.schema.model import Column, Edition, Flag, FlagColumn, Grid, Rul
 _HASHES: dict[int, tuple[Schema, str]] = {}  # id(schema) -> (schema, hash): schemas are immutable
 
 
-def _plain(value: Any) -> Any:
-    """Dataclasses as dicts of their public fields, tuples as lists (JSON-ready, deterministic)."""
+def _fields(value: Any) -> dict[str, Any]:
+    """A model dataclass as the dict of its public fields (tuples become JSON lists)."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    raise TypeError(f"{type(value).__name__} is not part of a schema")
+
+
+def canonical(schema: Schema) -> str:
+    """The schema's revision, tables and grids as canonical JSON (sorted keys, no spaces)."""
+    data = {"schema_version": schema.version, "tables": schema.tables, "grids": schema.grids}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=_fields)
 
 
 def declarations(schema: Schema) -> dict[str, Any]:
-    """The schema as JSON-ready data: revision, tables, grids."""
-    return {
-        "schema_version": schema.version,
-        "tables": {name: _plain(t) for name, t in sorted(schema.tables.items())},
-        "grids": {name: _plain(g) for name, g in sorted(schema.grids.items())},
-    }
-
-
-def _canonical(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    """The schema as JSON data: revision, tables, grids."""
+    data: dict[str, Any] = json.loads(canonical(schema))
+    return data
 
 
 def schema_hash(schema: Schema) -> str:
-    """16 hex digits of the SHA-256 of the canonical declarations."""
+    """16 hex digits of the SHA-256 of :func:`canonical`. The package's schema's hash is kept next to the
+    loader's cache (keyed like it by the content of data_schema/): opening a lake does not re-encode it."""
     hit = _HASHES.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
-    digest = hashlib.sha256(_canonical(declarations(schema)).encode()).hexdigest()[:16]
+    cached = _cache_file(schema)
+    digest = ""
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            digest = cached.read_text().strip()
+    if len(digest) != 16:
+        digest = hashlib.sha256(canonical(schema).encode()).hexdigest()[:16]
+        if cached is not None:
+            with contextlib.suppress(OSError):
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(cached, digest)
     _HASHES[id(schema)] = (schema, digest)
     return digest
+
+
+def _cache_file(schema: Schema) -> Path | None:
+    """Where the hash of a schema loaded from its directory is cached (None for other schemas)."""
+    from astra_lake.schema.loader import _fingerprint, cache_dir, load_schema
+
+    try:
+        if load_schema(schema.directory) is not schema:
+            return None
+        return cache_dir() / f"{_fingerprint(schema.directory)}.hash"
+    except Exception:  # an unreadable or vanished directory: no cache
+        return None
 
 
 def _rule(raw: dict[str, Any] | None) -> Rule | None:
@@ -114,7 +133,7 @@ def store_schema(meta: Path, schema: Schema) -> str:
     path = schema_path(meta, digest)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(declarations(schema), indent=1, sort_keys=True))
+        atomic_write_text(path, json.dumps(declarations(schema), indent=1, sort_keys=True) + "\n")
     return digest
 
 
