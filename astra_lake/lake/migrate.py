@@ -170,9 +170,10 @@ def _table_plan(old: Table, new: Table, stats: _Stats, plan: Plan) -> dict[str, 
                 f"{name}: {attr} changes from {getattr(old, attr)!r} to {getattr(new, attr)!r}; a migration cannot "
                 "do that (export the table and write it again)"
             )
-    if (old.grid.npix if old.grid else None) != (new.grid.npix if new.grid else None):
-        plan.refused.append(f"{name}: pixel grid changes width; a migration cannot resample stored spectra")
     rows = stats.rows(name)
+    grids = [(g.kind, g.npix, g.crval, g.cdelt) if g else None for g in (old.grid, new.grid)]
+    if grids[0] != grids[1] and rows:
+        plan.refused.append(f"{name}: wavelength grid changes {grids[0]} -> {grids[1]}; a migration cannot resample spectra")
     before = {c.name: c for c in old.columns}
     now = {c.name for c in new.columns}
     sources: dict[str, str] = {}

@@ -1,8 +1,8 @@
 """Schema evolution: a lake written with one data_schema revision, migrated to the next.
 
 Revision 2 (a copy of the package's data_schema/ edited in tmp) renames ``source.tic_v8_id`` to ``tic_id``,
-widens ``source.n_associated`` from int32 to int64, adds ``source.mig_note``, gives AstroNN's flags a new
-bit and a new flag_bad rule (any of flag_uncertain_teff instead of all three uncertain flags).
+widens ``source.n_associated`` from int32 to int64, adds ``source.mig_note`` and a table ``mig_log``, gives
+AstroNN's flags a new bit and a new flag_bad rule (any of flag_uncertain_teff instead of all three).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -27,6 +28,7 @@ from astra_lake.lake.migrate import widens
 from astra_lake.lake.schemas import declarations, from_declarations, schema_hash
 from astra_lake.schema.loader import load_schema, schema_dir
 
+PACKAGE_SCHEMA = schema_dir()  # revision 1: the package's own data_schema/
 # AstroNN result_flags: bit 0 logg, 1 teff, 2 fe_h uncertain. Old flag_bad: all three; new: teff.
 FLAGS = [0, 2, 7, 1, 4, 6, 3, 2048]
 OLD_BAD = [False, False, True, False, False, False, False, False]
@@ -42,7 +44,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 def revision(tmp: Path, name: str = "rev2", version: int = 2) -> Path:
     """A copy of the package's data_schema/ at ``version`` (the edits below unless a test adds its own)."""
     out = tmp / name
-    shutil.copytree(schema_dir(), out, ignore=shutil.ignore_patterns("generated"))
+    shutil.copytree(PACKAGE_SCHEMA, out, ignore=shutil.ignore_patterns("generated"))
     _edit(out / "common.yaml", "schema_version: 1", f"schema_version: {version}")
     return out
 
@@ -61,6 +63,10 @@ def revision2(tmp: Path) -> Path:
         "      description: Exception raised when loading spectra\n    - bit: 12\n      name: flag_migrated\n"
         "      description: A bit revision 2 adds\n    flag_warn: any_bit\n    flag_bad:\n      any_of:\n"
         "      - [flag_uncertain_teff]\n",
+    )
+    (out / "tables" / "mig_log.yaml").write_text(
+        "name: mig_log\nkind: log\ndescription: A table revision 2 adds\nnatural_key:\n- note_id\ncolumns:\n"
+        "- {name: note_id, type: int64, nullable: false, description: Note identifier}\n"
     )
     return out
 
@@ -172,6 +178,7 @@ def test_plan_and_dry_run(migrated: dict[str, object]) -> None:
         "source: widen column n_associated: int32 -> int64 [rewrites",
         "source: new column mig_note (string, null in stored rows) [rewrites",
         "astronn: flags result_flags: new bits 12 (flag_migrated); flag_bad rule changed (no data change",
+        "mig_log: new table (created by its first write)",
     ):
         assert expected in text, text
     assert "astronn: flags" in text and "astronn: rename" not in text and "REFUSED" not in text
@@ -201,14 +208,14 @@ def test_head_after_migration_keeps_every_value(migrated: dict[str, object]) -> 
 def test_every_tag_reads_with_its_own_schema(migrated: dict[str, object]) -> None:
     lake: Lake = migrated["lake"]  # type: ignore[assignment]
     for tag in ("v1", "v2"):
-        got = lake.sql(SOURCE_Q, tag)
+        con = lake.connect(tag)
+        got = con.sql(SOURCE_Q).to_arrow_table()
         assert got.equals(migrated["before"][tag]), tag  # type: ignore[index]
         assert got.schema.field("n_associated").type == pa.int32()
-        cols = lake.sql("SELECT * FROM source LIMIT 0", tag).column_names
+        cols = con.sql("SELECT * FROM source LIMIT 0").columns
         assert "mig_note" not in cols and "tic_id" not in cols
-    assert lake.sql(BAD_Q, "v1").column(0).to_pylist() == OLD_BAD
+        assert con.sql(BAD_Q).to_arrow_table().column(0).to_pylist() == OLD_BAD
     assert lake.sql(BAD_Q, lake.version).column(0).to_pylist() == NEW_BAD
-    assert lake.sql("SELECT count(*) FROM source", "v1").column(0)[0].as_py() == 40
 
 
 def test_recorded_schema_and_log(migrated: dict[str, object]) -> None:
@@ -231,6 +238,10 @@ def test_writes_after_migration_use_the_new_columns(migrated: dict[str, object],
     got = lake.sql("SELECT mig_note FROM source WHERE sdss_id >= 500 ORDER BY sdss_id").column(0).to_pylist()
     assert got == ["a", None, "c"]
     assert lake.sql("SELECT count(*) FROM source", "v2").column(0)[0].as_py() == 40
+    lake.write("mig_log", {"note_id": [7, 8]})
+    assert lake.sql("SELECT sum(note_id) FROM mig_log").column(0)[0].as_py() == 15
+    with pytest.raises(duckdb.CatalogException, match="mig_log"):
+        lake.sql("SELECT * FROM mig_log", "v2")  # that version's schema has no such table
 
 
 def test_newer_lake_is_refused_by_an_older_package(tmp_path: Path, use_schema: object) -> None:
@@ -247,29 +258,32 @@ def test_newer_lake_is_refused_by_an_older_package(tmp_path: Path, use_schema: o
     assert exit_.value.code == 1
 
 
-@pytest.mark.parametrize(
-    ("edit", "reason"),
-    [
-        (("- name: plx\n  type: float32\n  unit: mas\n  description: Parallax\n", ""), "source.plx: no longer declared, but 20"),
-        (("- name: ra\n  type: float64", "- name: ra\n  type: float32"), "source.ra: type float64 -> float32 is not a widening"),
-        (("- name: lead\n  type: string", "- name: lead\n  type: int64"), "source.lead: type string -> int64 is not a widening"),
-        (
-            ("- name: healpix\n", "- name: must\n  type: int32\n  nullable: false\n  description: required\n- name: healpix\n"),
-            "source.must: new required column without a fill value, and the table has 20 rows",
-        ),
-    ],
-)
-def test_changes_that_lose_data_are_refused(tmp_path: Path, use_schema: object, edit: tuple[str, str], reason: str) -> None:
+REFUSALS = [
+    (("- name: plx\n  type: float32\n  unit: mas\n  description: Parallax\n", ""), "source.plx: no longer declared, but 20"),
+    (("- name: ra\n  type: float64", "- name: ra\n  type: float32"), "source.ra: type float64 -> float32 is not a widening"),
+    (("- name: lead\n  type: string", "- name: lead\n  type: int64"), "source.lead: type string -> int64 is not a widening"),
+    (
+        ("- name: healpix\n", "- name: must\n  type: int32\n  nullable: false\n  description: required\n- name: healpix\n"),
+        "source.must: new required column without a fill value, and the table has 20 rows",
+    ),
+    (("natural_key:\n- source_key", "natural_key:\n- sdss_id"), "source: natural_key changes from ('source_key',)"),
+]
+
+
+def test_changes_that_lose_data_are_refused(tmp_path: Path, use_schema: object) -> None:
+    """Each refused change (a dropped column with values, narrowing, a type change, a new required
+    column, a changed key) is one line naming table.column and why; the lake stays byte-identical."""
     lake = Lake.init(tmp_path / "lake")
     lake.write("source", S.sources(20, seed=1))
-    rev = revision(tmp_path)
-    _edit(rev / "tables" / "source.yaml", *edit)
-    use_schema(rev)  # type: ignore[operator]
     files = _digest(lake.path)
-    for dry_run in (True, False):
-        with pytest.raises(SchemaMismatchError, match="migration refused: " + re.escape(reason)) as err:
-            Lake(lake.path).migrate(dry_run=dry_run)
-        assert "\n" not in str(err.value)
+    for i, (edit, reason) in enumerate(REFUSALS):
+        rev = revision(tmp_path, f"rev{i}")
+        _edit(rev / "tables" / "source.yaml", *edit)
+        use_schema(rev)  # type: ignore[operator]
+        for dry_run in (True, False):
+            with pytest.raises(SchemaMismatchError, match="migration refused: " + re.escape(reason)) as err:
+                Lake(lake.path).migrate(dry_run=dry_run)
+            assert "\n" not in str(err.value)
     assert _digest(lake.path) == files
 
 
