@@ -217,6 +217,9 @@ def test_every_tag_reads_with_its_own_schema(migrated: dict[str, object]) -> Non
         assert "mig_note" not in cols and "tic_id" not in cols
         assert con.sql(BAD_Q).to_arrow_table().column(0).to_pylist() == OLD_BAD
     assert lake.sql(BAD_Q, lake.version).column(0).to_pylist() == NEW_BAD
+    for version, expected in (("v1", OLD_BAD), (None, NEW_BAD)):  # Polars scans follow the same rules
+        scanned = lake.scan("astronn", version).sort("spectrum_pk").select("flag_bad").collect()
+        assert scanned.to_series().to_list() == expected, version
 
 
 def test_recorded_schema_and_log(migrated: dict[str, object]) -> None:
