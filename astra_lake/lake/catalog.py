@@ -79,7 +79,7 @@ class Catalog:
         self._committed: list[Commit] = []  # logged in the current writing() block
         self.pending_migration = ""  # set by open(): the package's data_schema is not the lake's (see migrate)
         self._at: dict[str, Catalog] = {}
-        self._adopted = False
+        self._opened = False  # made by open(): checks the lake's schema before each write
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
@@ -115,7 +115,9 @@ class Catalog:
             info = None  # reported by the commands that read lake.json
         recorded = info.get("schema") if isinstance(info, dict) else None
         if not recorded or recorded == schema_hash(package):
-            return cls(root, package)  # a lake older than schema recording is taken to be at the package's
+            catalog = cls(root, package)  # a lake older than schema recording is taken to be at the package's
+            catalog._opened = True
+            return catalog
         revision = int(info.get("schema_version", 1))
         if revision > package.version:
             raise SchemaMismatchError(
@@ -191,7 +193,7 @@ class Catalog:
         try:
             with exclusive(self.meta / "write.lock"):
                 self.repair_log()
-                self._adopt_schema()
+                self._check_schema()
                 self._committed = []
                 yield
         except OSError as exc:
@@ -203,19 +205,24 @@ class Catalog:
         finally:
             self._committed = []
 
-    def _adopt_schema(self) -> None:
-        """A lake made before schema recording records the schema of its first write (writer lock held)."""
-        if self._adopted:
-            return
+    def _check_schema(self) -> None:
+        """Under the writer lock: a lake made before schema recording records the schema of its first write;
+        a catalog from :meth:`open` refuses to write once another process migrated the lake."""
         marker = self.root / "lake.json"
         try:
             info = json.loads(marker.read_text())
         except (ValueError, UnicodeDecodeError):
             return  # a damaged marker is reported where settings are read
-        if isinstance(info, dict) and not info.get("schema"):
+        if not isinstance(info, dict):
+            return
+        if not info.get("schema"):
             info |= {"schema": store_schema(self.meta, self.schema), "schema_version": self.schema.version}
             atomic_write_text(marker, json.dumps(info, indent=1))
-        self._adopted = True
+        elif self._opened and info["schema"] != self.schema_hash:
+            raise SchemaMismatchError(
+                f"{self.root}: migrated to data_schema {info['schema']} (revision {info.get('schema_version')}) since it "
+                f"was opened at {self.schema_hash}; open it again (with an astra-lake of that revision) to write"
+            )
 
     # -- committing -------------------------------------------------------------------------------
     def commit(

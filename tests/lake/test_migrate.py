@@ -121,6 +121,7 @@ def _migrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     before = {t: lake.sql(SOURCE_Q, t) for t in ("v1", "v2")}
     bad_before = lake.sql(BAD_Q).column(0).to_pylist()
     old_hash = schema_hash(load_schema())
+    extra = S.sources(2, seed=4, first_sdss_id=900)
     mp.setenv("ASTRA_LAKE_SCHEMA_DIR", str(rev2))
     opened = Lake(lake.path)
     with pytest.raises(SchemaMismatchError) as refused_write:
@@ -130,6 +131,8 @@ def _migrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     dry = opened.migrate(dry_run=True)
     unchanged = _digest(lake.path) == files
     plan = opened.migrate()
+    with pytest.raises(SchemaMismatchError) as stale:  # a process that opened the lake before the migration
+        lake.write("source", extra)
     mp.undo()
     return {
         "rev2": rev2,
@@ -140,6 +143,7 @@ def _migrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "plan": plan,
         "unchanged": unchanged,
         "refused_write": str(refused_write.value),
+        "stale_write": str(stale.value),
         "head_before_migrate": head_before_migrate,
         "old_hash": old_hash,
         "new_hash": schema_hash(load_schema(rev2)),
@@ -186,6 +190,7 @@ def test_plan_and_dry_run(migrated: dict[str, object]) -> None:
 
 def test_writes_wait_for_the_migration(migrated: dict[str, object]) -> None:
     assert "run `astra-lake migrate`" in str(migrated["refused_write"])
+    assert f"migrated to data_schema {migrated['new_hash']} (revision 2) since it was opened" in str(migrated["stale_write"])
     assert migrated["head_before_migrate"] == 40  # the head reads with the lake's own schema meanwhile
 
 
