@@ -17,7 +17,9 @@ columns change has its current files rewritten once, in the same HATS leaves, in
 Old versions and tags keep their files (vacuum keeps tagged versions) and are read with the schema their
 commits recorded (:meth:`astra_lake.lake.catalog.Catalog.at`). A renamed column keeps its old name in
 Delta's own metadata (delta-rs has no column mapping) and a widened one its old type there; the Parquet
-files, which every reader of the lake uses, carry the new name and type.
+files, which every reader of the lake uses, carry the new name and type. A migration that changes no
+stored column (flags, rules, descriptions, new tables) makes no commit: the versions before it keep
+their rules, the head and every commit after it use the new ones.
 """
 
 from __future__ import annotations
