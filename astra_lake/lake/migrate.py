@@ -211,6 +211,9 @@ def _table_plan(old: Table, new: Table, stats: _Stats, plan: Plan) -> dict[str, 
             )
         else:
             plan.steps.append(Step(name, "drop column", f"{c.name} (no values)", rewrite=rows > 0))
+    kept = [sources[c.name] for c in new.columns if c.name in sources]
+    if rows and kept != [c.name for c in old.columns if c.name in set(kept)]:
+        plan.steps.append(Step(name, "reorder columns", "(as declared)", rewrite=True))
     for change in _flag_changes(old.flag_columns, new.flag_columns):
         plan.steps.append(Step(name, "flags", change + " (no data change; reads of this version on use the new rules)"))
     if (old.codec, old.row_group_rows) != (new.codec, new.row_group_rows):

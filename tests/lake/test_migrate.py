@@ -297,6 +297,12 @@ def test_changes_that_lose_data_are_refused(tmp_path: Path, use_schema: object) 
                 Lake(lake.path).migrate(dry_run=dry_run)
             assert "\n" not in str(err.value)
     assert _digest(lake.path) == files
+    rev = revision(tmp_path, "reordered")  # lead before healpix: the files are rewritten in the new order
+    lead = "- name: lead\n  type: string\n  description: Lead catalog used for cross-match\n"
+    _edit(rev / "tables" / "source.yaml", lead, "")
+    _edit(rev / "tables" / "source.yaml", "- name: healpix\n", lead + "- name: healpix\n")
+    use_schema(rev)  # type: ignore[operator]
+    assert "source: reorder columns (as declared) [rewrites the table's files]" in str(Lake(lake.path).migrate(dry_run=True))
 
 
 def test_cli_prints_the_plan(tmp_path: Path, use_schema: object, capsys: pytest.CaptureFixture[str]) -> None:
