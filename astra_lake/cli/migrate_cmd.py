@@ -17,7 +17,7 @@ def migrate(
     """Migrate the lake to this astra-lake's data_schema/: print the plan, then apply it (refuses data loss)."""
     plan = open_lake(lake).migrate(dry_run=dry_run)
     for line in plan.lines():
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if plan.applied:
         console.print("migrated", highlight=False)
     elif dry_run and not plan.current:

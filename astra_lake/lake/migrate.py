@@ -215,7 +215,7 @@ def _table_plan(old: Table, new: Table, stats: _Stats, plan: Plan) -> dict[str, 
     if rows and kept != [c.name for c in old.columns if c.name in set(kept)]:
         plan.steps.append(Step(name, "reorder columns", "(as declared)", rewrite=True))
     for change in _flag_changes(old.flag_columns, new.flag_columns):
-        plan.steps.append(Step(name, "flags", change + " (no data change; reads of this version on use the new rules)"))
+        plan.steps.append(Step(name, "flags", change + " (no data change; older versions keep their rules)"))
     if (old.codec, old.row_group_rows) != (new.codec, new.row_group_rows):
         plan.steps.append(Step(name, "storage", "codec / row groups of files written from now on"))
     changed = any(s.table == name for s in plan.steps)
