@@ -364,7 +364,8 @@ class Lake:
         )
 
     def info(self) -> dict[str, Any]:
-        """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
+        """Tables (rows, files, bytes, Delta version), lake version, tags and the data_schema the lake is at
+        (the log repaired first)."""
         self.catalog.synced()
         tables = {}
         for t in self.catalog.existing_tables():
@@ -376,7 +377,10 @@ class Lake:
                 "bytes": sum(f.size for f in files),
                 "delta_version": store.latest_version(),
             }
-        return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
+        schema = {"hash": self.catalog.schema_hash, "revision": self.catalog.schema.version}
+        if self.catalog.pending_migration:
+            schema["package_hash"] = self.catalog.pending_migration  # `astra-lake migrate` adopts it
+        return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags(), "schema": schema}
 
 
 def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:

@@ -237,6 +237,7 @@ def test_recorded_schema_and_log(migrated: dict[str, object]) -> None:
     assert {c.schema for c in commits[:-1]} == {migrated["old_hash"]}
     assert (lake.path / "_meta" / "schemas" / f"{migrated['old_hash']}.json").exists()
     assert lake.migrate(dry_run=True).current
+    assert lake.info()["schema"] == {"hash": migrated["new_hash"], "revision": 2}
 
 
 def test_writes_after_migration_use_the_new_columns(migrated: dict[str, object], tmp_path: Path) -> None:
