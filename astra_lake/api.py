@@ -353,7 +353,7 @@ class Lake:
         if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
             release_filter = ReleaseFilter.read(Path(release_filter))
         return create_release(
-            self.catalog,
+            self.catalog.at(tag),  # the tag's files, read with the data_schema they were written with
             name,
             tag=tag,
             out=Path(out),

@@ -227,6 +227,15 @@ def test_every_tag_reads_with_its_own_schema(migrated: dict[str, object]) -> Non
         assert scanned.to_series().to_list() == expected, version
 
 
+def test_a_release_of_an_old_tag_has_its_columns(migrated: dict[str, object], tmp_path: Path) -> None:
+    lake: Lake = migrated["lake"]  # type: ignore[assignment]
+    lake.release("r1", tag="v1", out=tmp_path / "r1", formats=("parquet",))
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(tmp_path / "r1" / "parquet" / "source.parquet", columns=["sdss_id", "tic_v8_id"]).sort_by("sdss_id")
+    assert got.column("tic_v8_id").to_pylist() == migrated["before"]["v1"].column("tic_v8_id").to_pylist()  # type: ignore[index]
+
+
 def test_recorded_schema_and_log(migrated: dict[str, object]) -> None:
     lake: Lake = migrated["lake"]  # type: ignore[assignment]
     info = json.loads((lake.path / "lake.json").read_text())
