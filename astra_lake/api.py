@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load
     from astra_lake.ingest.catalog_load import LoadReport
     from astra_lake.ingest.postgres import ImportSummary, Progress
     from astra_lake.kernels.tasks import BlockTask
+    from astra_lake.lake.migrate import Plan as MigrationPlan
     from astra_lake.products.filters import ReleaseFilter
     from astra_lake.products.release import Manifest
     from astra_lake.query.spectra import SourceIndex, SourceKey, Spectra
@@ -156,13 +157,24 @@ class Lake:
                 for t in ([table] if table else self.catalog.existing_tables())
             }
 
+    def migrate(self, *, dry_run: bool = False) -> MigrationPlan:
+        """Bring the lake to this package's data_schema/ (see :mod:`astra_lake.lake.migrate`); ``dry_run``
+        only plans. Old versions and tags stay readable with their own schema; changes that would lose data
+        are refused (:class:`~astra_lake.errors.SchemaMismatchError`)."""
+        from astra_lake.lake.migrate import migrate
+
+        plan = migrate(self.path, dry_run=dry_run)
+        if plan.applied:
+            self.catalog, self._index, self._latest = Catalog.open(self.path), {}, None
+        return plan
+
     # -- reading --------------------------------------------------------------------------------
     def snapshot(self, version: Version = None) -> Snapshot:
         """The files of every table at a lake version number or tag (latest when None).
 
         The latest snapshot is reused until the lake log changes (any commit, by any process)."""
         if version is not None:
-            return Snapshot(self.catalog, version)
+            return Snapshot(self.catalog.at(version), version)  # read with the schema that version was written with
         log = self.catalog.log_path
         key = (log.stat().st_mtime_ns, log.stat().st_size) if log.exists() else (0, 0)
         if self._latest is None or self._latest[0] != key:
@@ -366,7 +378,7 @@ class Lake:
         if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
             release_filter = ReleaseFilter.read(Path(release_filter))
         return create_release(
-            self.catalog,
+            self.catalog.at(tag),  # the tag's files, read with the data_schema they were written with
             name,
             tag=tag,
             out=Path(out),
@@ -377,7 +389,8 @@ class Lake:
         )
 
     def info(self) -> dict[str, Any]:
-        """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
+        """Tables (rows, files, bytes, Delta version), lake version, tags and the data_schema the lake is at
+        (the log repaired first)."""
         self.catalog.synced()
         tables = {}
         for t in self.catalog.existing_tables():
@@ -389,7 +402,10 @@ class Lake:
                 "bytes": sum(f.size for f in files),
                 "delta_version": store.latest_version(),
             }
-        return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
+        schema = {"hash": self.catalog.schema_hash, "revision": self.catalog.schema.version}
+        if self.catalog.pending_migration:
+            schema["package_hash"] = self.catalog.pending_migration  # `astra-lake migrate` adopts it
+        return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags(), "schema": schema}
 
 
 def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:

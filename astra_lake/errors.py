@@ -65,6 +65,11 @@ class VersionNotFoundError(AstraLakeError, LookupError):
     """A version or tag that the lake does not have (or that vacuum removed)."""
 
 
+class SchemaMismatchError(AstraLakeError):
+    """The lake's recorded data_schema and this package's differ: the lake is newer (upgrade astra-lake), it
+    needs ``astra-lake migrate`` before writing, or the migration would lose data (the message says which)."""
+
+
 class CommitConflictError(AstraLakeError):
     """A concurrent writer changed the table and the commit could not be retried."""
 
@@ -154,6 +159,7 @@ __all__ = [
     "QueryRefusedError",
     "ReleaseError",
     "SchemaError",
+    "SchemaMismatchError",
     "StorageError",
     "TagExistsError",
     "UndefinedSummaryFlagError",

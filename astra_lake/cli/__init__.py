@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "tag": "lake_cmd:tag",
     "compact": "lake_cmd:compact",
     "vacuum": "lake_cmd:vacuum",
+    "migrate": "migrate_cmd:migrate",
     "ingest": "ingest_cmd:ingest",
     "import-postgres": "import_cmd:import_postgres",
     "load-catalog": "import_cmd:load_catalog",

@@ -2,8 +2,9 @@
 
 Layout::
 
-    <lake>/lake.json                     format marker and schema version
-    <lake>/_meta/log.jsonl               one line per commit: lake version -> (table, Delta version)
+    <lake>/lake.json                     format marker, data_schema revision and hash the lake is at
+    <lake>/_meta/log.jsonl               one line per commit: lake version -> (table, Delta version, schema hash)
+    <lake>/_meta/schemas/<hash>.json     the declarations each schema hash stands for (astra_lake.lake.schemas)
     <lake>/_meta/tags.json               tag -> lake version and the Delta version of every table
     <lake>/_meta/sequences.json          source_pk / spectrum_pk / task_pk high-water marks
     <lake>/<table>/dataset/              Delta table; data files in Norder=/Dir=/Npix= leaves
@@ -33,6 +34,7 @@ from astra_lake.errors import (
     AstraLakeError,
     CommittedWithErrorsError,
     LakeNotFoundError,
+    SchemaMismatchError,
     StorageError,
     TagExistsError,
     VersionNotFoundError,
@@ -41,6 +43,7 @@ from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard
 from astra_lake.lake.locks import atomic_write_text, exclusive
 from astra_lake.lake.oserrors import cause, storage_error
+from astra_lake.lake.schemas import recorded_schema, schema_hash, store_schema
 from astra_lake.lake.sequences import Sequences
 from astra_lake.schema.loader import Schema, load_schema
 
@@ -60,6 +63,7 @@ class Commit:
     operation: str
     time: str
     rows: int = 0
+    schema: str = ""  # hash of the data_schema the commit was written with ("" in logs older than it)
 
 
 class Catalog:
@@ -73,12 +77,15 @@ class Catalog:
         self._stores: dict[str, DeltaStore] = {}
         self._duck: duckdb.DuckDBPyConnection | None = None
         self._committed: list[Commit] = []  # logged in the current writing() block
+        self.pending_migration = ""  # set by open(): the package's data_schema is not the lake's (see migrate)
+        self._at: dict[str, Catalog] = {}
+        self._opened = False  # made by open(): checks the lake's schema before each write
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, settings: dict[str, Any] | None = None) -> Catalog:
-        """A new lake at ``root`` (or the one there); ``settings`` (e.g. ``auto_compact_min_files``) go into a
-        new lake's lake.json."""
+    def create(cls, root: Path, settings: dict[str, Any] | None = None, schema: Schema | None = None) -> Catalog:
+        """A new lake at ``root`` (or the one there) recording ``schema`` (default: the package's); ``settings``
+        (e.g. ``auto_compact_min_files``) go into a new lake's lake.json."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise StorageError(f"{root}: exists and is not a directory; a lake is a directory")
@@ -87,18 +94,64 @@ class Catalog:
             root.mkdir(parents=True, exist_ok=True)
             if not marker.exists():
                 (root / "_meta").mkdir(exist_ok=True)
-                info = {"format": FORMAT, "schema_version": 1, "created": _now(), **(settings or {})}
+                schema = schema or load_schema()
+                digest = store_schema(root / "_meta", schema)
+                info = {"format": FORMAT, "schema_version": schema.version, "schema": digest, "created": _now(), **(settings or {})}
                 atomic_write_text(marker, json.dumps(info, indent=1))
         except OSError as exc:
             raise storage_error(exc, root, "cannot create a lake") from None
-        return cls(root)
+        return cls.open(root, schema)
 
     @classmethod
-    def open(cls, root: Path) -> Catalog:
+    def open(cls, root: Path, schema: Schema | None = None) -> Catalog:
+        """Open a lake with the data_schema it records. A lake at a newer revision than this package's
+        (``schema`` or the package's data_schema/) is a :class:`SchemaMismatchError`; an older or different
+        one is read with its own schema and refuses writes until ``astra-lake migrate``."""
         root = Path(root)
         if not (root / "lake.json").exists():
             raise LakeNotFoundError(f"{root}: not an astra-lake (no lake.json); create one with `astra-lake init {root}`")
-        return cls(root)
+        package = schema or load_schema()
+        try:
+            info = json.loads((root / "lake.json").read_text())
+        except (ValueError, UnicodeDecodeError):
+            info = None  # reported by the commands that read lake.json
+        recorded = info.get("schema") if isinstance(info, dict) else None
+        if not recorded or recorded == schema_hash(package):
+            catalog = cls(root, package)  # a lake older than schema recording is taken to be at the package's
+            catalog._opened = True
+            return catalog
+        revision = int(info.get("schema_version", 1))
+        if revision > package.version:
+            raise SchemaMismatchError(
+                f"{root}: written with data_schema revision {revision} ({recorded}), newer than this astra-lake's "
+                f"revision {package.version} ({schema_hash(package)}); upgrade astra-lake to read it"
+            )
+        catalog = cls(root, recorded_schema(root / "_meta", recorded))
+        catalog.pending_migration = schema_hash(package)
+        return catalog
+
+    @property
+    def schema_hash(self) -> str:
+        """Hash of the data_schema this catalog reads and writes with (:mod:`astra_lake.lake.schemas`)."""
+        return schema_hash(self.schema)
+
+    def at(self, version: int | str | None) -> Catalog:
+        """This catalog, or one with the data_schema that lake version (number or tag) was written with."""
+        if version is None:
+            return self
+        if isinstance(version, str) and not version.isdigit():
+            tags = self.tags()
+            if version not in tags:
+                self.resolve(version)  # the error naming the tags
+            number = int(tags[version]["lake_version"])
+        else:
+            number = int(version)
+        digest = next((c.schema for c in reversed(self.commits()[:number]) if c.schema), self.schema_hash)
+        if digest == self.schema_hash:
+            return self
+        if digest not in self._at:
+            self._at[digest] = Catalog(self.root, recorded_schema(self.meta, digest))
+        return self._at[digest]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -133,10 +186,16 @@ class Catalog:
         An OS fault inside (read-only lake, disk full, permission denied) becomes a one-line
         :class:`StorageError` naming the path and the cause, or, once something was committed in the
         block, a :class:`CommittedWithErrorsError` that says what was."""
+        if self.pending_migration:
+            raise SchemaMismatchError(
+                f"{self.root}: the lake is at data_schema {self.schema_hash} (revision {self.schema.version}), this "
+                f"astra-lake declares {self.pending_migration}; run `astra-lake migrate` (--dry-run: the plan) before writing"
+            )
         self._committed = []
         try:
             with exclusive(self.meta / "write.lock"):
                 self.repair_log()
+                self._check_schema()
                 self._committed = []
                 yield
         except OSError as exc:
@@ -147,6 +206,25 @@ class Catalog:
             raise storage_error(exc, self.root) from None
         finally:
             self._committed = []
+
+    def _check_schema(self) -> None:
+        """Under the writer lock: a lake made before schema recording records the schema of its first write;
+        a catalog from :meth:`open` refuses to write once another process migrated the lake."""
+        marker = self.root / "lake.json"
+        try:
+            info = json.loads(marker.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return  # a damaged marker is reported where settings are read
+        if not isinstance(info, dict):
+            return
+        if not info.get("schema"):
+            info |= {"schema": store_schema(self.meta, self.schema), "schema_version": self.schema.version}
+            atomic_write_text(marker, json.dumps(info, indent=1))
+        elif self._opened and info["schema"] != self.schema_hash:
+            raise SchemaMismatchError(
+                f"{self.root}: migrated to data_schema {info['schema']} (revision {info.get('schema_version')}) since it "
+                f"was opened at {self.schema_hash}; open it again (with an astra-lake of that revision) to write"
+            )
 
     # -- committing -------------------------------------------------------------------------------
     def commit(
@@ -245,7 +323,7 @@ class Catalog:
     def record(self, table: str, delta_version: int, operation: str, rows: int = 0) -> int:
         """Append a commit to the log (call with the writer lock held); returns the lake version."""
         version = len(self.commits()) + 1
-        entry = Commit(version, table, delta_version, operation, _now(), rows)
+        entry = Commit(version, table, delta_version, operation, _now(), rows, store_schema(self.meta, self.schema))
         line = (json.dumps(entry.__dict__) + "\n").encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

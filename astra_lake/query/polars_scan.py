@@ -28,7 +28,9 @@ def scan(snapshot: Snapshot, table: str, *, with_flags: bool = True) -> pl.LazyF
         lf = lf.with_columns(casts)
     if with_flags and tbl.summary_column is not None:
         version = "v_astra" if "v_astra" in tbl.column_names else None
-        lf = lf.with_columns([summary_expr(table, w, v_astra=version) for w in defines(tbl)] + named_flag_exprs(table))
+        written = snapshot.catalog.schema  # the rules of the data_schema this version was written with
+        flags = [summary_expr(table, w, v_astra=version, schema=written) for w in defines(tbl)]
+        lf = lf.with_columns(flags + named_flag_exprs(table, written))
     return lf
 
 

@@ -54,6 +54,7 @@ class ColumnDecl(Strict):
     minimum: StrictInt | StrictFloat | None = None  # inclusive value range, checked on write
     maximum: StrictInt | StrictFloat | None = None
     fits_card: str | None = None  # the header card of the DRP file (apStar, apVisit, ...) this column is read from
+    renamed_from: str | None = None  # the column's earlier name: `astra-lake migrate` renames it
 
     @field_validator("type")
     @classmethod

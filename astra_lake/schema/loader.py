@@ -34,7 +34,13 @@ _CACHED_FILES = 16  # schema caches kept (one per data_schema/ content seen: che
 
 
 def schema_dir() -> Path:
-    """Where data_schema/ lives: inside the installed package, else next to it in a checkout."""
+    """Where data_schema/ lives: ``$ASTRA_LAKE_SCHEMA_DIR`` when set (another revision of it, e.g. to test a
+    migration), else inside the installed package, else next to it in a checkout."""
+    override = os.environ.get("ASTRA_LAKE_SCHEMA_DIR")
+    if override:
+        if not (Path(override) / "common.yaml").exists():
+            raise SchemaError(f"ASTRA_LAKE_SCHEMA_DIR={override}: no common.yaml there; point it at a data_schema/ directory")
+        return Path(override)
     here = Path(__file__).resolve().parent.parent
     for candidate in (here / "_data" / "data_schema", here.parent / "data_schema"):
         if (candidate / "common.yaml").exists():
@@ -63,6 +69,7 @@ class Schema:
     targeting: tuple[TargetingBit, ...]
     directory: Path
     roles: Roles
+    version: int = 1  # schema_version of common.yaml: the revision a lake records and migrates between
 
     def table(self, name: str) -> Table:
         try:
@@ -170,6 +177,7 @@ def _column(decl: ColumnDecl, type_: str | None = None) -> Column:
         minimum=decl.minimum,
         maximum=decl.maximum,
         fits_card=decl.fits_card,
+        renamed_from=decl.renamed_from or "",
     )
 
 
@@ -372,7 +380,7 @@ def parse_schema(root: Path) -> Schema:
             raise SchemaError(f"{path}: name {decl.name!r} must equal the file name {path.stem!r}")
         tables[path.stem] = _table(decl, common, sets, grids)
     targeting = _targeting(root / "sdss5_targeting_bits.csv")
-    return Schema(tables=tables, grids=grids, targeting=targeting, directory=root, roles=_roles(common, tables))
+    return Schema(tables=tables, grids=grids, targeting=targeting, directory=root, roles=_roles(common, tables), version=common.schema_version)
 
 
 def _roles(common: CommonDecl, tables: dict[str, Table]) -> Roles:

@@ -43,6 +43,7 @@ class Column:
     minimum: float | None = None
     maximum: float | None = None
     fits_card: str | None = None  # header card of the DRP file the table is read from (copied as a finite float or null)
+    renamed_from: str = ""  # the name it had in an earlier data_schema revision (a rename `migrate` applies)
 
 
 @dataclass(frozen=True)

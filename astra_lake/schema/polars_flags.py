@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from astra_lake.schema.flags import summary_rule
-from astra_lake.schema.loader import load_schema
+from astra_lake.schema.loader import Schema, load_schema
 from astra_lake.schema.model import Edition, Rule
 
 
@@ -37,10 +37,14 @@ def _covers(edition: Edition, v: pl.Expr) -> pl.Expr:
     return (v.is_null() | cond) if edition.until is None else cond
 
 
-def summary_expr(table: str, which: str, *, column: str | None = None, v_astra: str | None = "v_astra") -> pl.Expr:
-    """flag_warn/flag_bad of ``table`` as an expression; versioned tables switch on the ``v_astra`` column."""
-    fc = load_schema().table(table).summary_column
-    summary_rule(table, which, None)  # type: ignore[arg-type]  # raises a clear error if undefined
+def summary_expr(
+    table: str, which: str, *, column: str | None = None, v_astra: str | None = "v_astra", schema: Schema | None = None
+) -> pl.Expr:
+    """flag_warn/flag_bad of ``table`` as an expression; versioned tables switch on the ``v_astra`` column.
+    ``schema``: the data_schema to take the rules from (default the package's; a lake version's own)."""
+    fc = (schema or load_schema()).table(table).summary_column
+    if schema is None:
+        summary_rule(table, which, None)  # type: ignore[arg-type]  # raises a clear error if undefined
     assert fc is not None
     x = pl.col(column or fc.name).cast(pl.Int64)
     if not fc.versioned or v_astra is None:
@@ -64,9 +68,9 @@ def flag_bad(table: str, *, column: str | None = None, v_astra: str | None = "v_
     return summary_expr(table, "flag_bad", column=column, v_astra=v_astra)
 
 
-def has_flag(table: str, name: str, *, column: str | None = None) -> pl.Expr:
+def has_flag(table: str, name: str, *, column: str | None = None, schema: Schema | None = None) -> pl.Expr:
     """Whether the named flag (newest edition) is set, e.g. ``has_flag("aspcap", "flag_low_snr")``."""
-    fc = load_schema().table(table).flag_column(column)
+    fc = (schema or load_schema()).table(table).flag_column(column)
     flag = fc.latest.flag(name)
     if flag is None:
         from astra_lake.errors import FlagError
@@ -75,7 +79,7 @@ def has_flag(table: str, name: str, *, column: str | None = None) -> pl.Expr:
     return ((pl.col(fc.name).cast(pl.Int64) & pl.lit(flag.mask, dtype=pl.Int64)) != 0).alias(flag.name)
 
 
-def named_flag_exprs(table: str) -> list[pl.Expr]:
+def named_flag_exprs(table: str, schema: Schema | None = None) -> list[pl.Expr]:
     """One boolean expression per named flag of the table's summary column (newest edition)."""
-    fc = load_schema().table(table).summary_column
-    return [] if fc is None else [has_flag(table, f.name) for f in fc.latest.flags]
+    fc = (schema or load_schema()).table(table).summary_column
+    return [] if fc is None else [has_flag(table, f.name, schema=schema) for f in fc.latest.flags]

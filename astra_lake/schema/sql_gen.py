@@ -86,8 +86,9 @@ def view_flag_columns(table: Table, has_version: bool) -> list[str]:
     items = []
     for which in ("flag_warn", "flag_bad"):
         if any(getattr(e, which) is not None for e in fc.editions):
-            args = f"{fc.name}, v_astra" if v and fc.versioned else fc.name
-            items.append(f"{table.name}_{which}({args}) AS {which}")
+            # the rule itself, not the library's macro: a view follows the schema it is built from (a lake
+            # version written with an earlier data_schema revision keeps that revision's rules)
+            items.append(f"{versioned_sql(fc, which, fc.name, v) or 'NULL'} AS {which}")
     items += [f"{named_flag_sql(fc, n, fc.name, v)} AS {n}" for n in fc.all_flag_names()]
     return items
 
