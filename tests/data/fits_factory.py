@@ -179,3 +179,69 @@ def make_streamed(
 
 def _padded(header: bytes) -> bytes:
     return header + b" " * (-len(header) % 2880)
+
+
+# -- reduction-pipeline summaries (spAll, allStar, allVisit; layouts from data_schema/products/drp/) ----
+DRP_TFORM = {"int64": "K", "int63": "K", "int32": "J", "int16": "I", "float32": "E", "float64": "D", "bool": "L"}
+
+
+def drp_columns(kind: str) -> list[tuple[str, str]]:
+    """(FITS name, datamodel type) of HDU 1 of a DRP file, in the official order. ``int63`` (a typo of
+    allStar's brightneicount in the datamodel) is int64. mwmTargets: the lake's own product's columns."""
+    root = Path(__file__).resolve().parents[2] / "data_schema" / "products"
+    if kind == "mwmTargets":
+        import yaml
+
+        raw = yaml.safe_load((root / "generated" / "mwmTargets.yaml").read_text())
+        codes = {"K": "int64", "J": "int32", "E": "float32", "D": "float64", "A": "char[24]", "L": "bool[69]"}
+        types = {"ra": "float64", "dec": "float64", "l": "float64", "b": "float64"}
+        return [(c[0], types.get(c[0], codes[c[1]])) for c in raw["hdus"][0]["columns"]]
+    extract = json.loads((root / "drp" / f"{kind}.json").read_text())
+    return [(c[0], c[1]) for c in extract["hdus"][1]["columns"]]
+
+
+def make_drp(
+    kind: str,
+    path: Path,
+    n: int,
+    *,
+    values: dict[str, Any] | None = None,
+    seed: int = 0,
+    header: dict[str, Any] | None = None,
+    extname: str | None = None,
+) -> Path:
+    """A DRP summary file with ``n`` rows in HDU 1 laid out as its datamodel declares (names in the
+    official case, types, array widths); ``values`` (case-blind names) fill columns, the rest random."""
+    rng = np.random.default_rng(seed)
+    given = {k.lower(): np.asarray(v) for k, v in (values or {}).items()}
+    cols = []
+    for name, dtype in drp_columns(kind):
+        base, _, width = dtype.partition("[")
+        v = given.get(name.lower())
+        if base == "char":
+            w = int(width[:-1])  # the declared width (of one release), widened to fit given values
+            w = max([w, *(len(str(x)) for x in v)]) if v is not None else w
+            data = v if v is not None else np.array([f"x{i}"[:w] for i in range(n)])
+            cols.append(fits.Column(name=name, format=f"{w}A", array=data))
+            continue
+        code = DRP_TFORM[base]
+        repeat = int(width[:-1]) if width else 1
+        if v is None:
+            shape = (n, repeat) if width else (n,)
+            v = {
+                "K": lambda s: rng.integers(1, 1000, s),
+                "J": lambda s: rng.integers(1, 100, s),
+                "I": lambda s: rng.integers(1, 50, s).astype(np.int16),
+                "E": lambda s: rng.normal(size=s).astype(np.float32),
+                "D": lambda s: rng.uniform(10, 80, s),
+                "L": lambda s: rng.random(s) < 0.1,
+            }[code](shape)
+        cols.append(fits.Column(name=name, format=f"{repeat}{code}" if width else code, array=v))
+    primary = fits.PrimaryHDU()
+    for k, val in (header or {}).items():
+        primary.header[k] = val
+    table = fits.BinTableHDU.from_columns(cols, nrows=n)
+    if extname:
+        table.header["EXTNAME"] = extname
+    fits.HDUList([primary, table]).writeto(path, overwrite=True)
+    return path
