@@ -29,7 +29,7 @@ from astra_lake.errors import IngestError
 from astra_lake.ingest.summary import MAX_PARTS, PART_BYTES, Hdu, SummaryFile, _ahead, _chunks, _column, _layout
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.conform import storage_schema
-from astra_lake.lake.writer import Writer, parquet_scan, source_keys
+from astra_lake.lake.writer import Writer, parquet_scan
 from astra_lake.schema.drp import DrpLayout, Target, load_drp
 from astra_lake.schema.flags import from_signed32
 from astra_lake.schema.model import Table
@@ -68,7 +68,8 @@ class DrpFile:
 
 @dataclass
 class DrpReport:
-    """What one DRP file did: rows updated / inserted per table and rows written nowhere, by reason."""
+    """What one DRP file did: its rows that updated a stored row / were inserted, per table, and its rows
+    written nowhere, by reason (several rows for one key: the last is stored)."""
 
     path: str
     kind: str
@@ -258,8 +259,8 @@ def _sources(
         placed = _placed(new)
         report._add(report.unmatched, "new sources without ra/dec", new.num_rows - pc.sum(placed).as_py() if new.num_rows else 0)
         new = _full(tbl, new.filter(placed), target.defaults)
-        report._add(report.updated, "source", old.num_rows)
-        report._add(report.inserted, "source", len(pc.unique(source_keys(new))) if new.num_rows else 0)
+        report._add(report.updated, "source", pc.sum(found).as_py() or 0)
+        report._add(report.inserted, "source", new.num_rows)
         yield pa.concat_tables([old, new])
 
 
@@ -320,7 +321,7 @@ def _spectra(
         insert = pa.array(~matched & has_source)
         new = rows.filter(insert).drop_columns(["_row"]).append_column("source_pk", source_pk.filter(insert))
         new = _full(tbl, new, target.defaults)
-        report._add(report.updated, tbl.name, old.num_rows)
+        report._add(report.updated, tbl.name, int(matched.sum()))
         report._add(report.inserted, tbl.name, new.num_rows)
         yield pa.concat_tables([old, new])
 
