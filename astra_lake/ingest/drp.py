@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
@@ -169,6 +169,11 @@ def _read(df: DrpFile, hdu: Hdu, target: Target, tbl: Table, part_rows: int) -> 
             pending = []
 
 
+def _keys_of(target: Target) -> Target:
+    """The target reduced to its match columns (what a pass needs to find the other table's rows)."""
+    return replace(target, columns=tuple(p for p in target.columns if p[1] in target.match))
+
+
 def _is_identifier(lake: str) -> bool:
     return lake == "sdss_id" or lake.startswith("catalogid") or lake.endswith("_source_id") or lake == "tic_v8_id"
 
@@ -241,7 +246,7 @@ def _sources(
     tbl = catalog.schema.table("source")
     paths = _paths(stage, "source")
     _source_lookup(con, paths, target.match)
-    keys = _parts(df, spectrum, catalog.schema.table(spectrum.table)) if spectrum else None
+    keys = _parts(df, _keys_of(spectrum), catalog.schema.table(spectrum.table)) if spectrum else None
     by_spectrum = _spectrum_sources(con, _paths(stage, spectrum.table), spectrum.match) if spectrum else False
     for _, rows in _parts(df, target, tbl):
         pk = _source_pks(con, rows, target.match)
@@ -303,7 +308,8 @@ def _spectra(
     paths = _paths(stage, tbl.name)
     key = ", ".join(target.match)
     stored = con.sql(f"SELECT spectrum_pk, {key} FROM {parquet_scan(paths)}").to_arrow_table() if paths else None
-    for (_, ids), (_, rows) in zip(_parts(df, source, catalog.schema.table("source")), _parts(df, target, tbl), strict=True):
+    ids_parts = _parts(df, _keys_of(source), catalog.schema.table("source"))
+    for (_, ids), (_, rows) in zip(ids_parts, _parts(df, target, tbl), strict=True):
         source_pk = _source_pks(con, ids, source.match)
         rows = rows.append_column("_row", pa.array(np.arange(rows.num_rows)))
         pairs = pa.table({"_row": pa.array([], pa.int64()), "spectrum_pk": pa.array([], pa.int64())})

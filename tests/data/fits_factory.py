@@ -245,3 +245,48 @@ def make_drp(
         table.header["EXTNAME"] = extname
     fits.HDUList([primary, table]).writeto(path, overwrite=True)
     return path
+
+
+def make_drp_streamed(kind: str, path: Path, n: int, *, seed: int = 0, chunk_rows: int = 20_000) -> Path:
+    """The layout of :func:`make_drp` with ``n`` rows, written ``chunk_rows`` at a time (bounded memory);
+    rows are distinct sources and spectra (sdss_id, catalogid, field/MJD), on the sky."""
+    rng = np.random.default_rng(seed)
+    columns = drp_columns(kind)
+    formats = {}
+    for name, dtype in columns:
+        base, _, width = dtype.partition("[")
+        formats[name] = f"{width[:-1]}A" if base == "char" else (f"{width[:-1]}" if width else "") + DRP_TFORM[base]
+    template = fits.BinTableHDU.from_columns([fits.Column(name=c, format=f) for c, f in formats.items()], nrows=0)
+    template.header["NAXIS2"] = n
+    dtype = template.columns.dtype.newbyteorder(">")
+    with open(path, "wb") as fh:
+        fh.write(_padded(fits.PrimaryHDU().header.tostring().encode()))
+        fh.write(_padded(template.header.tostring().encode()))
+        for first in range(0, n, chunk_rows):
+            m = min(chunk_rows, n - first)
+            i = np.arange(first, first + m, dtype=np.int64)
+            given = {
+                "sdss_id": 10**8 + i,
+                "catalogid": 10**15 + i,
+                "field": 1 + i // 500,
+                "mjd": 60000 + i % 500,
+                "run2d": np.full(m, "v6_1_3"),
+                "racat": rng.uniform(0, 360, m),
+                "deccat": rng.uniform(-90, 90, m),
+            }
+            rec = np.zeros(m, dtype)
+            for name, fmt in formats.items():
+                field = rec[name]
+                if name.lower() in given:
+                    field[...] = given[name.lower()]
+                elif fmt.endswith("L"):
+                    field[...] = np.where(rng.random(field.shape) < 0.1, ord("T"), ord("F"))
+                elif fmt.endswith(("E", "D")):
+                    field[...] = rng.normal(size=field.shape)
+                elif not fmt.endswith("A"):
+                    field[...] = rng.integers(1, 100, field.shape)
+                else:
+                    field[...] = b"x"
+            fh.write(rec.tobytes())
+        fh.write(b"\0" * (-(n * dtype.itemsize) % 2880))
+    return path
