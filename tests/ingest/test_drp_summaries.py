@@ -299,7 +299,7 @@ def test_bad_file_is_one_line_error_and_changes_nothing(lake: Lake, tmp_path: Pa
     assert lake.version == version + 1  # only the ingest_errors row
 
 
-@settings(max_examples=4, deadline=None, phases=[Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, phases=[Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.booleans(), st.floats(3000, 9000, width=32)), min_size=1, max_size=6))
 def test_every_row_is_updated_inserted_or_counted(
     base: Path, tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[bool, float]]
@@ -342,3 +342,22 @@ def test_fits_layout_is_the_datamodel(tmp_path: Path) -> None:
         assert h[1].name == "SPALL"
         assert [c.name for c in cols] == [c for c, _ in ff.drp_columns("spAll")]
         assert (cols["SDSS5_TARGET_FLAGS"].format, cols["CALIBFLUX"].format, cols["NEXP"].format) == ("69L", "5E", "I")
+
+
+def test_gzipped_and_empty_files(lake: Lake, tmp_path: Path) -> None:
+    """A .fits.gz spAll streams like the plain file; a file with no rows is read and writes nothing."""
+    import gzip
+
+    plain = _spall(tmp_path / "plain.fits")
+    packed = tmp_path / "spAll-v6_1_3.fits.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    empty = ff.make_drp("allVisit", tmp_path / "allVisit-1.3.fits", 0)
+    before = _snapshot(lake)
+    summary = run(lake, empty)
+    assert (summary.read, summary.failed) == (1, 0) and "0 rows" in summary.notes[0]
+    assert _snapshot(lake) == before
+    summary = run(lake, packed)
+    assert summary.failed == 0, summary.errors
+    assert "boss_visit 1 updated, 2 inserted" in summary.notes[0]
+    assert _one(lake, "SELECT xcsao_teff FROM {boss_visit} WHERE mjd = 55181") == {"xcsao_teff": 5800.0}
