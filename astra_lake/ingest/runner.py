@@ -11,7 +11,9 @@ file, HDU, row and column, and nothing of that file is written: a batch's tables
 committed only when every table of the batch was written (:mod:`astra_lake.ingest.staging`); a file
 that makes a table fail is taken out and the batch staged again. Summary files (astraAll*, mwmAll*)
 stream into the lake column by column, each file a batch of its own; they add the spectra the lake
-does not hold yet (a stored spectrum, with the pixels of its own file, is kept as it is).
+does not hold yet (a stored spectrum, with the pixels of its own file, is kept as it is). Reduction-
+pipeline summaries (spAll, allStar, allVisit, mwmTargets; :mod:`astra_lake.ingest.drp`) are a batch each
+too: they update the metadata of the sources and spectra the lake holds and insert the others.
 """
 
 from __future__ import annotations
