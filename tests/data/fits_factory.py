@@ -209,9 +209,12 @@ def make_drp(
     seed: int = 0,
     header: dict[str, Any] | None = None,
     extname: str | None = None,
+    tnull: dict[str, int] | None = None,
 ) -> Path:
     """A DRP summary file with ``n`` rows in HDU 1 laid out as its datamodel declares (names in the
-    official case, types, array widths); ``values`` (case-blind names) fill columns, the rest random."""
+    official case, types, array widths); ``values`` (case-blind names) fill columns, the rest random;
+    ``tnull`` gives integer columns a TNULL value (as spAll declares -999 or 0 for "no value")."""
+    nulls = {k.lower(): v for k, v in (tnull or {}).items()}
     rng = np.random.default_rng(seed)
     given = {k.lower(): np.asarray(v) for k, v in (values or {}).items()}
     cols = []
@@ -236,7 +239,8 @@ def make_drp(
                 "D": lambda s: rng.uniform(10, 80, s),
                 "L": lambda s: rng.random(s) < 0.1,
             }[code](shape)
-        cols.append(fits.Column(name=name, format=f"{repeat}{code}" if width else code, array=v))
+        fmt = f"{repeat}{code}" if width else code
+        cols.append(fits.Column(name=name, format=fmt, array=v, null=nulls.get(name.lower())))
     primary = fits.PrimaryHDU()
     for k, val in (header or {}).items():
         primary.header[k] = val

@@ -361,3 +361,29 @@ def test_gzipped_and_empty_files(lake: Lake, tmp_path: Path) -> None:
     assert summary.failed == 0, summary.errors
     assert "boss_visit 1 updated, 2 inserted" in summary.notes[0]
     assert _one(lake, "SELECT xcsao_teff FROM {boss_visit} WHERE mjd = 55181") == {"xcsao_teff": 5800.0}
+
+
+def test_tnull_values_are_no_value(lake: Lake, tmp_path: Path) -> None:
+    """An integer equal to its column's TNULL is no value: a stored value stays, a new row gets null."""
+    first = tmp_path / "first"
+    first.mkdir()
+    run(lake, _spall(first / "spAll-v6_1_3.fits"))
+    path = _spall(
+        tmp_path / "spAll-v6_1_3.fits",
+        ZWARNING=[-999, -999, 16, -999],
+        NEXP=np.array([-999, 5, 5, 5], np.int16),
+        SDSS_ID=[-1, 55, 56, 57],  # row 3 is new here
+    )
+    with fits.open(path, mode="update") as h:  # declared after writing, as spAll's header does
+        names = [c.name for c in h[1].columns]
+        h[1].header[f"TNULL{names.index('ZWARNING') + 1}"] = -999
+        h[1].header[f"TNULL{names.index('NEXP') + 1}"] = -999
+    summary = run(lake, path)
+    assert summary.failed == 0, summary.errors
+    got = _sql(lake, "SELECT fieldid, zwarning_flags, n_exp FROM {boss_visit} ORDER BY fieldid").to_pylist()
+    assert [(r["fieldid"], r["zwarning_flags"], r["n_exp"]) for r in got] == [
+        (100, 0, 5),  # stored 0 kept
+        (101, 16, 5),
+        (102, None, 5),  # new: no value
+        (3586, 4, 4),  # stored 4 / 4 kept
+    ]
