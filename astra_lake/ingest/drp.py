@@ -359,9 +359,14 @@ def _overlay(
         else:
             select.append(f"s.{f.name}")
     con.register("given", rows)
+    # only the files holding those rows are read whole (the writer rewrites just these files too)
+    ids = parquet_scan(paths, f"{ident}, filename", options="filename = true")
+    hit = [r[0] for r in con.sql(f"SELECT DISTINCT filename FROM {ids} WHERE {ident} IN (SELECT _pk FROM given)").fetchall()]
+    if not hit:
+        return schema.empty_table()
     last = "SELECT * FROM given QUALIFY row_number() OVER (PARTITION BY _pk ORDER BY _row DESC) = 1"
     out = con.sql(
-        f"SELECT {', '.join(select)} FROM {parquet_scan(paths)} s JOIN ({last}) i ON s.{ident} = i._pk"
+        f"SELECT {', '.join(select)} FROM {parquet_scan(sorted(hit))} s JOIN ({last}) i ON s.{ident} = i._pk"
     ).to_arrow_table()
     return pa.Table.from_arrays([out.column(f.name).cast(f.type) for f in schema], schema=schema)
 
