@@ -108,7 +108,7 @@ def _detect(hdul: fits.HDUList) -> str:
     except IngestError as exc:
         drp = detect_drp(hdul)
         if drp is None:
-            raise IngestError(f"{exc} or {', '.join(drp_kinds())}") from None
+            raise IngestError(f"{exc}; nor a reduction-pipeline summary ({', '.join(drp_kinds())})") from None
         return drp
 
 
