@@ -138,3 +138,65 @@ def summary_bench(workdir: Path, sizes: list[int], repeats: int = 2) -> list[str
         )
         path.unlink()
     return lines
+
+
+# -- reduction-pipeline summaries (spAll) ----------------------------------------------------------
+def spall_read(path: str) -> dict[str, float]:
+    """astropy's ``Table.read`` of the spAll table, in a fresh process."""
+    from astropy.table import Table
+
+    t = time.perf_counter()
+    table = Table.read(path, hdu=1)
+    seconds = time.perf_counter() - t
+    assert len(table) > 0
+    return {"seconds": seconds}
+
+
+def spall_ingest(path: str, lake_path: str) -> dict[str, float]:
+    """``astra-lake ingest`` of one spAll file (into a new lake, or one that already holds its rows)."""
+    from bench_lake import own_peak_mb
+
+    lake = Lake(lake_path) if (Path(lake_path) / "lake.json").exists() else Lake.init(lake_path)
+    rest = own_peak_mb()
+    t = time.perf_counter()
+    summary = Ingestor(lake.catalog).run([path])
+    seconds = time.perf_counter() - t
+    assert summary.failed == 0, summary.errors
+    return {"seconds": seconds, "peak_mb": own_peak_mb(), "rest_mb": rest}
+
+
+def drp_bench(workdir: Path, sizes: list[int]) -> list[str]:
+    """Ingest of an spAll-format file (DR20 datamodel layout, 147 columns, distinct rows) vs astropy's
+    ``Table.read`` of it: into an empty lake (every row inserts a source and a boss_visit spectrum), then
+    a copy of it again (every row updates the stored source and spectrum). Fresh processes, one run each."""
+    from bench_lake import in_child
+
+    lines = [
+        "### DRP summary ingest: spAll format (147 columns of the DR20 datamodel)",
+        "",
+        "| rows | file | astropy `Table.read` | ingest, all new | ratio | ingest again, all updates | ratio "
+        "| peak memory above idle |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        path = workdir / f"spAll-{n}.fits"
+        _factory().make_drp_streamed("spAll", path, n, seed=1)
+        mb = path.stat().st_size / 1e6
+        read = in_child(spall_read, str(path))["seconds"]
+        lake = workdir / f"lake-spall-{n}"
+        first = in_child(spall_ingest, str(path), str(lake))
+        again = workdir / "again"
+        again.mkdir(exist_ok=True)
+        copy = again / path.name
+        shutil.copy(path, copy)
+        second = in_child(spall_ingest, str(copy), str(lake))
+        peak = max(r["peak_mb"] - r["rest_mb"] for r in (first, second))
+        a, b = first["seconds"], second["seconds"]
+        lines.append(
+            f"| {n:,} | {mb:,.0f} MB | {read:.1f} s | {a:.1f} s ({n / a:,.0f} rows/s) | {a / read:.2f}x "
+            f"| {b:.1f} s ({n / b:,.0f} rows/s) | {b / read:.2f}x | {peak:,.0f} MB |"
+        )
+        shutil.rmtree(lake, ignore_errors=True)
+        path.unlink()
+        copy.unlink()
+    return lines

@@ -75,6 +75,7 @@ def main() -> None:
             sizes = [int(x) for x in (args.summary_rows or ("20000" if args.quick else "100000,1000000")).split(",")]
             out += ["## Ingest", "", *bench_ingest.run(work, n_files), ""]
             out += [*bench_ingest.summary_bench(work, sizes), ""]
+            out += [*bench_ingest.drp_bench(work, [100_000 if args.quick else 250_000]), ""]
         if "pipelines" in args.what:
             out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
         if "import" in args.what and not args.no_postgres:

@@ -76,6 +76,8 @@ def ingest(
     for t, n in sorted(summary.rows.items()):
         note = f"; {replaced[t]:,} rows given were replaced by later rows with the same key" if t in replaced else ""
         console.print(f"  {t}: {n:,} rows stored{note}", soft_wrap=True)
+    for note in summary.notes:  # DRP summaries: rows updated, inserted, left out
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     for e in summary.errors:
         console.print(f"  [red]failed[/] {e}", highlight=False, soft_wrap=True)
     if summary.failed:

@@ -20,6 +20,10 @@ from astropy.utils.exceptions import AstropyWarning
 from astra_lake.errors import IngestError
 from astra_lake.ingest.apogee import read_apstar, read_apvisit
 from astra_lake.ingest.boss_mwm import detect, read_boss_spec, read_mwm
+from astra_lake.ingest.drp import DrpFile
+from astra_lake.ingest.drp import detect as detect_drp
+from astra_lake.ingest.drp import kinds as drp_kinds
+from astra_lake.ingest.drp import plan as plan_drp
 from astra_lake.ingest.extract import Extracted
 from astra_lake.ingest.summary import SummaryFile, plan
 
@@ -35,6 +39,7 @@ MIN_HDUS = {
     "astraAllVisit": 3,
     "mwmAllStar": 3,
     "mwmAllVisit": 3,
+    **dict.fromkeys(drp_kinds(), 2),  # reduction-pipeline summaries (data_schema/products/drp/)
 }
 FORMATS = tuple(MIN_HDUS)
 SUMMARIES = ("astraAllStar", "astraAllVisit", "mwmAllStar", "mwmAllVisit")
@@ -71,7 +76,7 @@ def file_id(path: str) -> FileId:
     return FileId(os.path.abspath(path), st.st_size, st.st_mtime, h.hexdigest())
 
 
-def read_file(path: str, fmt: str | None = None) -> Extracted | SummaryFile:
+def read_file(path: str, fmt: str | None = None) -> Extracted | SummaryFile | DrpFile:
     """Extract a file's rows (or a summary file's layout); any problem becomes an :class:`IngestError`
     naming the file (and the HDU, row and column where known)."""
     guess = fmt or "unknown"
@@ -81,7 +86,7 @@ def read_file(path: str, fmt: str | None = None) -> Extracted | SummaryFile:
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                 hdul.verify("silentfix")
-                guess = fmt or detect(hdul)
+                guess = fmt or _detect(hdul)
                 if guess not in MIN_HDUS:
                     raise IngestError(f"unknown format {guess!r}; choose one of {', '.join(FORMATS)}")
                 check_whole(hdul, path, size, guess)
@@ -96,7 +101,18 @@ def read_file(path: str, fmt: str | None = None) -> Extracted | SummaryFile:
     raise err
 
 
-def _read(hdul: fits.HDUList, path: str, fmt: str) -> Extracted | SummaryFile:
+def _detect(hdul: fits.HDUList) -> str:
+    """Per-spectrum and Astra summary formats first; then the declared DRP summaries."""
+    try:
+        return detect(hdul)
+    except IngestError as exc:
+        drp = detect_drp(hdul)
+        if drp is None:
+            raise IngestError(f"{exc}; nor a reduction-pipeline summary ({', '.join(drp_kinds())})") from None
+        return drp
+
+
+def _read(hdul: fits.HDUList, path: str, fmt: str) -> Extracted | SummaryFile | DrpFile:
     if fmt == "apStar":
         return read_apstar(hdul, path).freeze()
     if fmt == "apVisit":
@@ -105,7 +121,9 @@ def _read(hdul: fits.HDUList, path: str, fmt: str) -> Extracted | SummaryFile:
         return read_boss_spec(hdul, path).freeze()
     if fmt in ("mwmStar", "mwmVisit"):
         return read_mwm(hdul, path, fmt).freeze()
-    return plan(hdul, path, fmt)
+    if fmt in SUMMARIES:
+        return plan(hdul, path, fmt)
+    return plan_drp(hdul, path, fmt)
 
 
 def check_whole(hdul: fits.HDUList, path: str, size: int, fmt: str) -> None:

@@ -11,7 +11,9 @@ file, HDU, row and column, and nothing of that file is written: a batch's tables
 committed only when every table of the batch was written (:mod:`astra_lake.ingest.staging`); a file
 that makes a table fail is taken out and the batch staged again. Summary files (astraAll*, mwmAll*)
 stream into the lake column by column, each file a batch of its own; they add the spectra the lake
-does not hold yet (a stored spectrum, with the pixels of its own file, is kept as it is).
+does not hold yet (a stored spectrum, with the pixels of its own file, is kept as it is). Reduction-
+pipeline summaries (spAll, allStar, allVisit, mwmTargets; :mod:`astra_lake.ingest.drp`) are a batch each
+too: they update the metadata of the sources and spectra the lake holds and insert the others.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astra_lake.errors import IngestError, ValidationError
+from astra_lake.ingest.drp import DrpFile, ingest_drp
 from astra_lake.ingest.extract import SOURCE_REF, SPECTRUM_REF, Extracted, rows_to_arrow
 from astra_lake.ingest.inputs import Problem, find_files, scan_inputs
 from astra_lake.ingest.reader import FileId, file_id, read_file
@@ -90,6 +93,7 @@ class Summary:
     offered: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what each DRP summary file updated, inserted, left out
 
     def add(self, counts: dict[str, Counts]) -> None:
         for t, c in counts.items():
@@ -107,7 +111,7 @@ class Summary:
         self.errors.append(failure.error)
 
 
-Read = tuple[FileId | None, Extracted | SummaryFile | None, Failure | None]
+Read = tuple[FileId | None, Extracted | SummaryFile | DrpFile | None, Failure | None]
 
 
 def _work(args: tuple[str, str | None]) -> Read:
@@ -209,8 +213,11 @@ class Ingestor:
             elif fid.path in known and known[fid.path][2] == fid.sha256:
                 summary.skipped += 1  # touched but unchanged content
                 batch.append((fid, Extracted(fid.path, content.format)))
-            elif isinstance(content, SummaryFile):
-                failure = self._summary_file(fid, content, summary)
+            elif isinstance(content, SummaryFile | DrpFile):
+                if isinstance(content, SummaryFile):
+                    failure = self._summary_file(fid, content, summary)
+                else:
+                    failure = self._drp_file(fid, content, summary)
                 if failure is not None:
                     summary.fail(failure)
                     failures.append(failure)
@@ -445,6 +452,18 @@ class Ingestor:
             hdu, row = where.locate(getattr(exc, "row", None))
             return Failure.of(fid.path, sf.format, exc, hdu, row)
         summary.read += 1
+        return None
+
+    def _drp_file(self, fid: FileId, df: DrpFile, summary: Summary) -> Failure | None:
+        """A reduction-pipeline summary (spAll, allStar, allVisit, mwmTargets) in one staged batch."""
+        try:
+            with self._staged(summary) as stage:
+                report = ingest_drp(self.catalog, stage, df)
+                self._record(stage, [(fid, df.format, report.counts())], [])
+        except (ValidationError, IngestError) as exc:
+            return Failure.of(fid.path, df.format, exc, 1)
+        summary.read += 1
+        summary.notes.append(report.line())
         return None
 
     def _summary_spectra(

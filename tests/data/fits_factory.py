@@ -179,3 +179,118 @@ def make_streamed(
 
 def _padded(header: bytes) -> bytes:
     return header + b" " * (-len(header) % 2880)
+
+
+# -- reduction-pipeline summaries (spAll, allStar, allVisit; layouts from data_schema/products/drp/) ----
+DRP_TFORM = {"int64": "K", "int63": "K", "int32": "J", "int16": "I", "float32": "E", "float64": "D", "bool": "L"}
+
+
+def drp_columns(kind: str) -> list[tuple[str, str]]:
+    """(FITS name, datamodel type) of HDU 1 of a DRP file, in the official order. ``int63`` (a typo of
+    allStar's brightneicount in the datamodel) is int64. mwmTargets: the lake's own product's columns."""
+    root = Path(__file__).resolve().parents[2] / "data_schema" / "products"
+    if kind == "mwmTargets":
+        import yaml
+
+        raw = yaml.safe_load((root / "generated" / "mwmTargets.yaml").read_text())
+        codes = {"K": "int64", "J": "int32", "E": "float32", "D": "float64", "A": "char[24]", "L": "bool[69]"}
+        types = {"ra": "float64", "dec": "float64", "l": "float64", "b": "float64"}
+        return [(c[0], types.get(c[0], codes[c[1]])) for c in raw["hdus"][0]["columns"]]
+    extract = json.loads((root / "drp" / f"{kind}.json").read_text())
+    return [(c[0], c[1]) for c in extract["hdus"][1]["columns"]]
+
+
+def make_drp(
+    kind: str,
+    path: Path,
+    n: int,
+    *,
+    values: dict[str, Any] | None = None,
+    seed: int = 0,
+    header: dict[str, Any] | None = None,
+    extname: str | None = None,
+    tnull: dict[str, int] | None = None,
+) -> Path:
+    """A DRP summary file with ``n`` rows in HDU 1 laid out as its datamodel declares (names in the
+    official case, types, array widths); ``values`` (case-blind names) fill columns, the rest random;
+    ``tnull`` gives integer columns a TNULL value (as spAll declares -999 or 0 for "no value")."""
+    nulls = {k.lower(): v for k, v in (tnull or {}).items()}
+    rng = np.random.default_rng(seed)
+    given = {k.lower(): np.asarray(v) for k, v in (values or {}).items()}
+    cols = []
+    for name, dtype in drp_columns(kind):
+        base, _, width = dtype.partition("[")
+        v = given.get(name.lower())
+        if base == "char":
+            w = int(width[:-1])  # the declared width (of one release), widened to fit given values
+            w = max([w, *(len(str(x)) for x in v)]) if v is not None else w
+            data = v if v is not None else np.array([f"x{i}"[:w] for i in range(n)])
+            cols.append(fits.Column(name=name, format=f"{w}A", array=data))
+            continue
+        code = DRP_TFORM[base]
+        repeat = int(width[:-1]) if width else 1
+        if v is None:
+            shape = (n, repeat) if width else (n,)
+            v = {
+                "K": lambda s: rng.integers(1, 1000, s),
+                "J": lambda s: rng.integers(1, 100, s),
+                "I": lambda s: rng.integers(1, 50, s).astype(np.int16),
+                "E": lambda s: rng.normal(size=s).astype(np.float32),
+                "D": lambda s: rng.uniform(10, 80, s),
+                "L": lambda s: rng.random(s) < 0.1,
+            }[code](shape)
+        fmt = f"{repeat}{code}" if width else code
+        cols.append(fits.Column(name=name, format=fmt, array=v, null=nulls.get(name.lower())))
+    primary = fits.PrimaryHDU()
+    for k, val in (header or {}).items():
+        primary.header[k] = val
+    table = fits.BinTableHDU.from_columns(cols, nrows=n)
+    if extname:
+        table.header["EXTNAME"] = extname
+    fits.HDUList([primary, table]).writeto(path, overwrite=True)
+    return path
+
+
+def make_drp_streamed(kind: str, path: Path, n: int, *, seed: int = 0, chunk_rows: int = 20_000) -> Path:
+    """The layout of :func:`make_drp` with ``n`` rows, written ``chunk_rows`` at a time (bounded memory);
+    rows are distinct sources and spectra (sdss_id, catalogid, field/MJD), on the sky."""
+    rng = np.random.default_rng(seed)
+    columns = drp_columns(kind)
+    formats = {}
+    for name, dtype in columns:
+        base, _, width = dtype.partition("[")
+        formats[name] = f"{width[:-1]}A" if base == "char" else (f"{width[:-1]}" if width else "") + DRP_TFORM[base]
+    template = fits.BinTableHDU.from_columns([fits.Column(name=c, format=f) for c, f in formats.items()], nrows=0)
+    template.header["NAXIS2"] = n
+    dtype = template.columns.dtype.newbyteorder(">")
+    with open(path, "wb") as fh:
+        fh.write(_padded(fits.PrimaryHDU().header.tostring().encode()))
+        fh.write(_padded(template.header.tostring().encode()))
+        for first in range(0, n, chunk_rows):
+            m = min(chunk_rows, n - first)
+            i = np.arange(first, first + m, dtype=np.int64)
+            given = {
+                "sdss_id": 10**8 + i,
+                "catalogid": 10**15 + i,
+                "field": 1 + i // 500,
+                "mjd": 60000 + i % 500,
+                "run2d": np.full(m, "v6_1_3"),
+                "racat": rng.uniform(0, 360, m),
+                "deccat": rng.uniform(-90, 90, m),
+            }
+            rec = np.zeros(m, dtype)
+            for name, fmt in formats.items():
+                field = rec[name]
+                if name.lower() in given:
+                    field[...] = given[name.lower()]
+                elif fmt.endswith("L"):
+                    field[...] = np.where(rng.random(field.shape) < 0.1, ord("T"), ord("F"))
+                elif fmt.endswith(("E", "D")):
+                    field[...] = rng.normal(size=field.shape)
+                elif not fmt.endswith("A"):
+                    field[...] = rng.integers(1, 100, field.shape)
+                else:
+                    field[...] = b"x"
+            fh.write(rec.tobytes())
+        fh.write(b"\0" * (-(n * dtype.itemsize) % 2880))
+    return path

@@ -1,0 +1,156 @@
+"""Reduction-pipeline summary files (spAll, allStar, allVisit, mwmTargets) as declared in
+``data_schema/products/drp/``: how each is recognised and which lake column each FITS column fills.
+
+``drp.yaml`` names, per file kind, the lake tables a row fills, the columns that find a stored row and
+the few FITS names that differ from the lake's; the FITS columns themselves come from the official
+datamodel extracts next to it (or from a release product's generated declaration). Every FITS column
+whose (renamed) name is a column of the table fills it, so no column map is kept in Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from astra_lake.errors import SchemaError
+from astra_lake.schema.loader import Schema, load_schema
+from astra_lake.schema.products import dump_datamodel, extract_datamodel, products_dir
+
+# Lake columns no file fills: identities, timestamps and what the writer derives.
+NEVER = frozenset(
+    {"_healpix_29", "source_pk", "spectrum_pk", "task_pk", "created", "modified", "source_key", "v_astra_major_minor"}
+)
+KEYS = ("files",)
+FILE_KEYS = {"datamodel", "product", "detect", "source", "spectrum"}
+TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case."""
+
+    table: str
+    match: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def lake_columns(self) -> list[str]:
+        return [lake for _, lake in self.columns]
+
+
+@dataclass(frozen=True)
+class DrpLayout:
+    """How one kind of DRP file is recognised (``detect_all`` / ``detect_none`` columns of HDU 1) and read."""
+
+    name: str
+    fits_columns: tuple[str, ...]
+    detect_all: tuple[str, ...]
+    detect_none: tuple[str, ...]
+    source: Target
+    spectrum: Target | None
+
+    def matches(self, columns: set[str]) -> bool:
+        return set(self.detect_all) <= columns and not set(self.detect_none) & columns
+
+
+def drp_dir(schema: Schema | None = None) -> Path:
+    return products_dir(schema) / "drp"
+
+
+def load_drp(schema: Schema | None = None) -> dict[str, DrpLayout]:
+    """Every declared DRP file kind, resolved and checked (cached)."""
+    return _load(str((schema or load_schema()).directory))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: str) -> dict[str, DrpLayout]:
+    schema = load_schema(Path(directory))
+    path = drp_dir(schema) / "drp.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SchemaError(f"{path}: cannot read: {exc}") from exc
+    _known(path.name, raw, set(KEYS))
+    return {name: _layout(schema, f"{path.name}: files.{name}", name, decl) for name, decl in raw["files"].items()}
+
+
+def _known(where: str, raw: Any, allowed: set[str]) -> None:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{where}: expected a mapping")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise SchemaError(f"{where}: unknown key {unknown[0]!r}; allowed here: {', '.join(sorted(allowed))}")
+
+
+def fits_columns(schema: Schema, decl: dict[str, Any], where: str) -> tuple[str, ...]:
+    """HDU 1 column names (lower case) of a declared file kind."""
+    if "datamodel" in decl:
+        extract = drp_dir(schema) / f"{decl['datamodel']}.json"
+        if not extract.exists():
+            raise SchemaError(f"{where}: no datamodel extract {extract.name} next to drp.yaml")
+        return tuple(c[0].lower() for c in json.loads(extract.read_text())["hdus"][1]["columns"])
+    product = products_dir(schema) / "generated" / f"{decl.get('product')}.yaml"
+    if not product.exists():
+        raise SchemaError(f"{where}: give `datamodel` or `product` (a generated release product); {product.name} is not one")
+    raw = yaml.safe_load(product.read_text())
+    return tuple(c[0].lower() for c in raw["hdus"][0]["columns"])
+
+
+def _layout(schema: Schema, where: str, name: str, decl: dict[str, Any]) -> DrpLayout:
+    _known(where, decl, FILE_KEYS)
+    cols = fits_columns(schema, decl, where)
+    detect = decl.get("detect") or {}
+    _known(f"{where}.detect", detect, {"all", "none"})
+    absent = [c for c in detect.get("all", []) if c not in cols]
+    if absent:
+        raise SchemaError(f"{where}.detect: {absent[0]!r} is not a column of the file")
+    source = _target(schema, f"{where}.source", {"table": "source", **decl["source"]}, cols)
+    spectrum = _target(schema, f"{where}.spectrum", decl["spectrum"], cols) if "spectrum" in decl else None
+    if spectrum is not None and schema.table(spectrum.table).kind != "spectrum":
+        raise SchemaError(f"{where}.spectrum: {spectrum.table} is not a spectrum table")
+    return DrpLayout(name, cols, tuple(detect.get("all", [])), tuple(detect.get("none", [])), source, spectrum)
+
+
+def _target(schema: Schema, where: str, decl: dict[str, Any], cols: tuple[str, ...]) -> Target:
+    _known(where, decl, TARGET_KEYS)
+    if decl["table"] not in schema.tables:
+        raise SchemaError(f"{where}: table {decl['table']!r} is not declared in data_schema/tables/")
+    tbl = schema.table(decl["table"])
+    renames: dict[str, str] = {k.lower(): v for k, v in (decl.get("renames") or {}).items()}
+    ignore = {c.lower() for c in decl.get("ignore") or []}
+    for fits_name in [*renames, *ignore]:
+        if fits_name not in cols:
+            raise SchemaError(f"{where}: {fits_name!r} is not a column of the file")
+    for lake in [*renames.values(), *decl.get("match", []), *(decl.get("defaults") or {})]:
+        if lake not in tbl.column_names:
+            raise SchemaError(f"{where}: {lake!r} is not a column of {tbl.name}")
+    never = NEVER | set(tbl.pixel_columns) | ({"sdss_id"} if tbl.kind == "spectrum" else set())
+    pairs: dict[str, str] = {}
+    for c in cols:
+        lake = renames.get(c, c)
+        if c in ignore or lake in never or lake not in tbl.column_names:
+            continue
+        if lake in pairs:
+            raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
+        pairs[lake] = c
+    missing = [m for m in decl.get("match", []) if m not in pairs]
+    if missing:
+        raise SchemaError(f"{where}: match column {missing[0]!r} is filled by no column of the file")
+    defaults = tuple(sorted((decl.get("defaults") or {}).items()))
+    return Target(tbl.name, tuple(decl.get("match", [])), tuple((f, lake) for lake, f in pairs.items()), defaults)
+
+
+def stale_extracts(official: Path, schema: Schema | None = None) -> list[str]:
+    """Extracts that differ from a fresh extraction of the official datamodel YAMLs in ``official``."""
+    folder = drp_dir(schema)
+    return [
+        p.name
+        for p in sorted(folder.glob("*.json"))
+        if p.read_text() != dump_datamodel(extract_datamodel(official / f"{p.stem}.yaml"))
+    ]
