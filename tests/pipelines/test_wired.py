@@ -269,3 +269,18 @@ def test_best_one_row_per_source_incremental_and_follows_changes(wired):
     assert [r["sdss_id"] for r in rows] == IDS.tolist()  # still one row per source
     assert rows[0]["pipeline"] == expected(1) and rows[0]["run_id"] == summary.run_id
     assert {r["run_id"] for r in rows[1:]} != {summary.run_id}
+
+
+def test_every_wired_pipeline_is_listed_and_named_in_errors(tmp_path):
+    from astra_lake.pipelines.framework import available
+
+    names = available()
+    assert {"apogeenet", "bossnet", "mdwarftype", "corv", "nmf_rectify", "best", "the_payne", "the_cannon"} <= set(names)
+    lake = Lake.init(tmp_path / "lake")
+    with pytest.raises(PipelineError, match=r"^pipeline best is one query over the whole lake: table / where do not apply"):
+        lake.run("best", where="snr > 5")
+    with pytest.raises(
+        PipelineError, match=r"^pipeline best has no option\(s\) model; options: spectrum_tables, v_astra_major_minor"
+    ):
+        lake.run("best", model="x.onnx")
+    assert lake.run("best").message.startswith("best: nothing to do: 0 of 0")  # an empty lake: nothing written
