@@ -35,6 +35,10 @@ and provenance (see :mod:`astra_lake.pipelines.run`)::
         v_astra="0.7.0",                      # optional: v_astra of its results when the run gives none
     )
 
+A table computed by one query over the whole lake rather than per spectrum (``best``) declares a
+:class:`Compilation` instead: ``lake.run("best")`` runs its query over the pinned snapshot and upserts
+the rows that changed (see :mod:`astra_lake.pipelines.compilation`).
+
 Rules the runner applies, so a pipeline does not have to:
 
 - **Input.** ``inputs`` are spectrum tables (``block.flux``, ``block.ivar``, ``block.pixel_flags``
