@@ -35,13 +35,17 @@ TABLE = "bossnet"
 
 
 def _interp_weights(wave: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.intp], F32]:
-    """Left neighbour and weight of each network pixel on ``wave`` (np.interp's rule, edges held)."""
-    if wave.ndim != 1 or wave.size < 2 or np.any(np.diff(wave) <= 0):
-        raise ArtefactError("BossNet needs ascending wavelengths for every spectrum")
+    """Left neighbour and weight of each network pixel on ``wave`` (np.interp's rule, edges held); NaN
+    wavelengths are allowed as padding at the ends (spec files shorter than the table's grid)."""
+    finite = np.flatnonzero(np.isfinite(wave)) if wave.ndim == 1 else np.empty(0, np.intp)
+    first = int(finite[0]) if finite.size else 0
+    wave = wave[first : first + finite.size]
+    if finite.size < 2 or np.any(np.diff(finite) != 1) or np.any(np.diff(wave) <= 0):
+        raise ArtefactError("BossNet needs ascending wavelengths for every spectrum (NaN only as padding at the ends)")
     x = np.clip(NET_WAVELENGTH, wave[0], wave[-1])
     j = np.clip(np.searchsorted(wave, x, side="right") - 1, 0, wave.size - 2)
     w = (x - wave[j]) / (wave[j + 1] - wave[j])
-    return j, w.astype(np.float32)
+    return j + first, w.astype(np.float32)
 
 
 def regridder(wavelength: npt.ArrayLike, n: int) -> Callable[[F32, slice], F32]:

@@ -284,3 +284,15 @@ def test_every_wired_pipeline_is_listed_and_named_in_errors(tmp_path):
     ):
         lake.run("best", model="x.onnx")
     assert lake.run("best").message.startswith("best: nothing to do: 0 of 0")  # an empty lake: nothing written
+
+
+def test_bossnet_ignores_nan_padding_of_native_grids(wired):
+    """boss_visit rows hold spec-file grids padded with NaN wavelengths at the end: same labels as unpadded."""
+    (flux, ivar), model = wired["boss"], BossNet.load(str(wired["nets"]["bossnet"]))
+    wave = BOSS_GRID.wavelength[:4600]
+    padded = np.concatenate([wave, np.full(48, np.nan)])
+    pad = np.zeros((len(IDS), 48), np.float32)
+    got = model.predict(padded, np.hstack([flux[:, :4600], pad]), np.hstack([ivar[:, :4600], pad]), draws=DRAWS)
+    want = model.predict(wave, flux[:, :4600], ivar[:, :4600], draws=DRAWS)
+    for col in ("teff", "logg", "fe_h", "bn_v_r"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-6)
