@@ -471,6 +471,7 @@ INSERT INTO flag_definitions VALUES
   ('bossnet', 'result_flags', 4, 'flag_suspicious_fe_h', '[Fe/H] below teff < 3900 K and with 3 < logg < 6 may be suspicious', true, false, NULL, NULL, NULL, NULL, CAST(16 AS BIGINT), []::VARCHAR[]),
   ('clam', 'result_flags', 0, 'flag_spectrum_io_error', 'Spectrum I/O error', false, false, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT), []::VARCHAR[]),
   ('clam', 'result_flags', 1, 'flag_runtime_error', 'Runtime error', false, false, NULL, NULL, NULL, NULL, CAST(2 AS BIGINT), []::VARCHAR[]),
+  ('corv', 'result_flags', 0, 'flag_fitting_failure', 'No fit (fewer than two Balmer-line windows with 10 usable pixels), or the fit raised', false, false, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT), []::VARCHAR[]),
   ('corv', 'result_flags', 5, 'flag_not_mwm_wd', 'Object is not in the white-dwarf (mwm_wd) carton', false, false, NULL, NULL, NULL, NULL, CAST(32 AS BIGINT), []::VARCHAR[]),
   ('corv', 'result_flags', 6, 'flag_no_snow_white_classification', 'No SnowWhite classification available', false, false, NULL, NULL, NULL, NULL, CAST(64 AS BIGINT), []::VARCHAR[]),
   ('corv', 'result_flags', 7, 'flag_not_da_type', 'Object is not classified as DA-type by SnowWhite', false, false, NULL, NULL, NULL, NULL, CAST(128 AS BIGINT), []::VARCHAR[]),
@@ -602,9 +603,9 @@ INSERT INTO flag_definitions VALUES
   ('source', 'sdss4_apogee_target1_flags', 5, 'flag_sdss4_apogee_sfd_dered', 'Selected w/ SFD dereddening', false, false, NULL, NULL, NULL, NULL, CAST(32 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_target1_flags', 6, 'flag_sdss4_apogee_no_dered', 'Selected w/ no dereddening', false, false, NULL, NULL, NULL, NULL, CAST(64 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_target1_flags', 7, 'flag_sdss4_apogee_wash_giant', 'Selected as giant using Washington photometry', false, false, NULL, NULL, NULL, NULL, CAST(128 AS BIGINT), []::VARCHAR[]),
-  ('source', 'sdss4_apogee_target1_flags', 8, 'flag_sdss4_apogee_wash_dwarf', 'Selected as dwarf using Washington photometry', false, false, NULL, NULL, NULL, NULL, CAST(256 AS BIGINT), []::VARCHAR[]),
-  ('source', 'sdss4_apogee_target1_flags', 9, 'flag_sdss4_apogee_sci_cluster', 'Selected as probable cluster member', false, false, NULL, NULL, NULL, NULL, CAST(512 AS BIGINT), []::VARCHAR[]);
+  ('source', 'sdss4_apogee_target1_flags', 8, 'flag_sdss4_apogee_wash_dwarf', 'Selected as dwarf using Washington photometry', false, false, NULL, NULL, NULL, NULL, CAST(256 AS BIGINT), []::VARCHAR[]);
 INSERT INTO flag_definitions VALUES
+  ('source', 'sdss4_apogee_target1_flags', 9, 'flag_sdss4_apogee_sci_cluster', 'Selected as probable cluster member', false, false, NULL, NULL, NULL, NULL, CAST(512 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_target1_flags', 10, 'flag_sdss4_apogee_extended', 'Extended object', false, false, NULL, NULL, NULL, NULL, CAST(1024 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_target1_flags', 11, 'flag_sdss4_apogee_short', 'Selected as ''short'' (~3 visit) cohort target (includes 1-visit samples)', false, false, NULL, NULL, NULL, NULL, CAST(2048 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_target1_flags', 12, 'flag_sdss4_apogee_intermediate', 'Selected as ''intermediate'' cohort (~6-visit) target', false, false, NULL, NULL, NULL, NULL, CAST(4096 AS BIGINT), []::VARCHAR[]),
@@ -803,9 +804,9 @@ INSERT INTO flag_definitions VALUES
   ('source', 'sdss4_apogee_member_flags', 58, 'flag_sdss4_apogee_member_sexans', 'Likely member of Sextans', false, false, NULL, NULL, NULL, NULL, CAST(288230376151711744 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_member_flags', 59, 'flag_sdss4_apogee_member_fornax', 'Likely member of Fornax', false, false, NULL, NULL, NULL, NULL, CAST(576460752303423488 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_member_flags', 60, 'flag_sdss4_apogee_member_sculptor', 'Likely member of Sculptor', false, false, NULL, NULL, NULL, NULL, CAST(1152921504606846976 AS BIGINT), []::VARCHAR[]),
-  ('source', 'sdss4_apogee_member_flags', 61, 'flag_sdss4_apogee_member_carina', 'Likely member of Carina', false, false, NULL, NULL, NULL, NULL, CAST(2305843009213693952 AS BIGINT), []::VARCHAR[]),
-  ('source', 'sdss4_apogee_extra_target_flags', 0, 'flag_sdss4_apogee_not_main', 'Not a main sample target', false, false, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT), []::VARCHAR[]);
+  ('source', 'sdss4_apogee_member_flags', 61, 'flag_sdss4_apogee_member_carina', 'Likely member of Carina', false, false, NULL, NULL, NULL, NULL, CAST(2305843009213693952 AS BIGINT), []::VARCHAR[]);
 INSERT INTO flag_definitions VALUES
+  ('source', 'sdss4_apogee_extra_target_flags', 0, 'flag_sdss4_apogee_not_main', 'Not a main sample target', false, false, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_extra_target_flags', 1, 'flag_sdss4_apogee_commissioning', 'Commissioning observation', false, false, NULL, NULL, NULL, NULL, CAST(2 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_extra_target_flags', 2, 'flag_sdss4_apogee_telluric', 'Targeted as telluric', false, false, NULL, NULL, NULL, NULL, CAST(4 AS BIGINT), []::VARCHAR[]),
   ('source', 'sdss4_apogee_extra_target_flags', 3, 'flag_sdss4_apogee_apo1m', 'APO/NMSU 1M observation', false, false, NULL, NULL, NULL, NULL, CAST(8 AS BIGINT), []::VARCHAR[]),

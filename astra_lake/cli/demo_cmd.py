@@ -131,6 +131,9 @@ def demo(
     console.rule("4b. Science in the lake: The Payne and The Cannon (lake.run / astra-lake run)")
     _science(lake, path)
 
+    console.rule("4c. A neural network, a template fit and best (astra-lake run apogeenet / mdwarftype / best)")
+    _more_science(lake, path)
+
     console.rule("5. Tag it and release the tag: FITS (SDSS datamodel), Parquet, HATS, checksummed manifest")
     lake.tag("demo-v1")
     out = path / "release" / "demo-v1"
@@ -201,4 +204,43 @@ def _science(lake: Lake, path: Path, n: int = 240) -> None:
             "WHERE NOT c.flag_fitting_failure AND NOT p.flag_low_snr"
         )
         .to_arrow_table(),
+    )
+
+
+MODELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "models"
+
+
+def _more_science(lake: Lake, path: Path) -> None:
+    """APOGEENet's whole path (preprocessing, 20 noise draws, noise model, v3 flags) with a stand-in ONNX
+    network of its contract (the trained weights are not public); MDwarfType with the public templates
+    on the real BOSS spectrum; best over the survey's 0.8 results."""
+    from astra_lake.pipelines.onnx import small_spectrum_net
+
+    net = path / "apogeenet_standin.onnx"
+    net.write_bytes(small_spectrum_net(npix=8575, n_out=3, seed=3).SerializeToString())
+    where = "release = 'emulated'"
+    console.print(lake.run("apogeenet", model=str(net), table="apogee_star", where=where, progress=True).message)
+    _show(
+        "apogeenet (stand-in weights: the numbers show the path, not stars) at v_astra 0.7.0, the v3 flag edition",
+        lake.sql(
+            "SELECT v_astra_to_str(v_astra) AS v_astra, count(*) AS n, round(median(teff)) AS median_teff, "
+            "round(median(e_teff), 1) AS median_e_teff, sum(flag_unreliable_fe_h::INT) AS unreliable_fe_h "
+            f"FROM apogeenet WHERE spectrum_pk IN (SELECT spectrum_pk FROM apogee_star WHERE {where}) GROUP BY 1"
+        ),
+    )
+    templates: dict[str, Any] = {"model": str(MODELS / "spEigenStar-55734-KM.fits")}
+    templates["response"] = str(MODELS / "resp_PCA_results.npz")
+    if (MODELS / "spEigenStar-55734-KM.fits").exists():
+        console.print(lake.run("mdwarftype", table="boss_visit", progress=True, **templates).message)
+        _show(
+            "mdwarftype on the real BOSS spectrum (a G1V star: the earliest template, flagged)",
+            lake.sql(
+                "SELECT s.plateid, s.mjd, s.fiberid, m.spectral_type, round(m.rchi2, 2) AS rchi2, "
+                "m.flag_suspicious_k5_type, m.flag_bad FROM mdwarftype m JOIN boss_visit s USING (spectrum_pk)"
+            ),
+        )
+    console.print(lake.run("best", v_astra="0.8.0", v_astra_major_minor=8).message)
+    _show(
+        "best of the Astra 0.8 results: one row per source, by the documented order of pipelines",
+        lake.sql("SELECT pipeline, count(*) AS n, count(DISTINCT source_pk) AS sources FROM best GROUP BY 1 ORDER BY n DESC"),
     )

@@ -8,14 +8,21 @@ run time: ``e_teff = 1.25 raw_e_teff + 10 K``, ``e_logg = 1.25 raw_e_logg + 0.01
 ``flag_unreliable_teff`` unless 1700 < teff < 100,000 K; ``flag_unreliable_logg`` unless -1 < logg < 10;
 ``flag_unreliable_fe_h`` unless -4 < [Fe/H] < 2, or if teff < 3200 K or logg > 5;
 ``flag_runtime_exception`` where no prediction could be made (no usable pixel, or a non-finite output).
+
+``astra-lake run apogeenet --model net.onnx`` runs it over the APOGEE spectrum tables (``draws`` and
+``seed`` options); results default to ``v_astra`` 0.7.0, the first Astra version whose flag edition in
+data_schema/ is APOGEENet v3's (a plain run must not write v3 bits read by the v2 rules).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.pipelines.columns import Arrays, set_where, usable
+from astra_lake.pipelines.columns import Arrays, no_prediction, set_where, usable
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
 from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 from astra_lake.schema.loader import load_schema
 
@@ -73,3 +80,32 @@ def runtime_flags(
     if failed is not None:
         set_where(flags, TABLE, "flag_runtime_exception", np.asarray(failed, dtype=bool))
     return flags
+
+
+def load(options: dict[str, Any]) -> ApogeeNet:
+    if options.get("model") is None:
+        raise PipelineError("apogeenet needs an ONNX export of the network, (n, 1, 8575) -> (n, 3): --model PATH")
+    return ApogeeNet.load(options["model"], threads=options.get("workers"))
+
+
+def process(block: Block, net: ApogeeNet, options: dict[str, Any]) -> Output:
+    """Labels, noise-model uncertainties and runtime flags; noise draws seeded by ``seed`` and the block's spectra."""
+    assert block.flux is not None and block.ivar is not None
+    rng = np.random.default_rng([int(options["seed"]), *block.column("spectrum_pk").tolist()])
+    out = net.predict(block.flux, block.ivar, draws=int(options["draws"]), rng=rng)
+    flags = out.pop("result_flags")
+    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE))
+
+
+PIPELINE = Pipeline(
+    name=TABLE,
+    version="3.0.0",
+    inputs=("apogee_star", "apogee_combined", "apogee_rest_frame_visit"),
+    process=process,
+    load=load,
+    options={"model": None, "draws": 20, "seed": 0},
+    files=("model",),
+    failure_flag="flag_runtime_exception",
+    v_astra="0.7.0",  # the flag bits are APOGEENet v3's: data_schema's edition since 0.7.0
+    description="APOGEENet v3 on onnxruntime (--model: an ONNX file with its contract)",
+)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from astra_lake.pipelines.framework import Compilation
 from astra_lake.schema.arrow import arrow_schema
 from astra_lake.schema.loader import Schema, load_schema
 
@@ -102,7 +104,7 @@ def best_sql(
             where.append(f"r.v_astra // 1000 = {int(v_astra_major_minor)}")
         parts.append(
             f"SELECT {priority} AS _priority, '{step.pipeline}' AS pipeline, r.task_pk AS result_task_pk, "
-            f"r.v_astra AS _v_astra, {', '.join('r.' + c for c in IDENTITY)}"
+            f"r.v_astra AS _v_astra, r.modified AS _modified, {', '.join('r.' + c for c in IDENTITY)}"
             + (f", {select}" if select else "")
             + f" FROM {step.pipeline} r WHERE {' AND '.join(where)}"
         )
@@ -130,7 +132,8 @@ _candidates AS (
     {" UNION ALL BY NAME ".join(parts)}
 ),
 _spectra AS (SELECT * FROM spectra{spectra_filter})
-SELECT {", ".join("c." + c for c in IDENTITY)}, c.pipeline, c.result_task_pk, {", ".join(out)}
+SELECT {", ".join("c." + c for c in IDENTITY)}, c.pipeline, c.result_task_pk, {", ".join(out)},
+    greatest(c._modified, sp.modified) AS _input_modified
 FROM _candidates c {join} _spectra sp ON sp.spectrum_pk = c.spectrum_pk
 QUALIFY row_number() OVER (
     PARTITION BY c.source_pk
@@ -140,11 +143,41 @@ ORDER BY c.source_pk
 """
 
 
+def _typed(table: pa.Table) -> pa.Table:
+    schema = arrow_schema("best")
+    fields = [schema.field(n) if n in schema.names else table.schema.field(n) for n in table.column_names]
+    return table.cast(pa.schema(fields))
+
+
 def select_best(
     con: duckdb.DuckDBPyConnection, *, v_astra_major_minor: int | None = None, spectrum_tables: Sequence[str] | None = None
 ) -> pa.Table:
     """Run :func:`best_sql` on a lake connection; columns typed as the ``best`` table declares them."""
-    table = con.sql(best_sql(v_astra_major_minor=v_astra_major_minor, spectrum_tables=spectrum_tables)).to_arrow_table()
-    schema = arrow_schema("best")
-    fields = [schema.field(n) if n in schema.names else table.schema.field(n) for n in table.column_names]
-    return table.cast(pa.schema(fields))
+    sql = best_sql(v_astra_major_minor=v_astra_major_minor, spectrum_tables=spectrum_tables)
+    return _typed(con.sql(sql).to_arrow_table().drop_columns(["_input_modified"]))
+
+
+def compile_best(con: duckdb.DuckDBPyConnection, v_astra: int, options: dict[str, Any]) -> pa.Table:
+    """The ``best`` rows for ``lake.run("best")``; ``_changed`` where the stored row of the source (same
+    v_astra major.minor) chose another result, or is older than the chosen result or its spectrum."""
+    tables = options["spectrum_tables"]
+    if isinstance(tables, str):  # --option spectrum_tables=apogee_star,boss_combined
+        tables = [t.strip() for t in tables.split(",") if t.strip()]
+    mm = options["v_astra_major_minor"]
+    sql = best_sql(v_astra_major_minor=None if mm is None else int(mm), spectrum_tables=tables or None)
+    stored = f"SELECT source_pk, pipeline, result_task_pk, modified FROM best WHERE v_astra // 1000 = {v_astra // 1000}"
+    changed = (
+        "e.source_pk IS NULL OR e.pipeline IS DISTINCT FROM n.pipeline OR e.result_task_pk IS DISTINCT FROM n.result_task_pk "
+        "OR e.modified < n._input_modified"
+    )
+    query = f"SELECT n.*, {changed} AS _changed FROM ({sql}) n LEFT JOIN ({stored}) e USING (source_pk) ORDER BY source_pk"
+    return _typed(con.sql(query).to_arrow_table())
+
+
+PIPELINE = Compilation(
+    name="best",
+    version="1.0.0",
+    select=compile_best,
+    options={"v_astra_major_minor": None, "spectrum_tables": None},
+    description="one row per source: the preferred result across pipelines (the STEPS order)",
+)

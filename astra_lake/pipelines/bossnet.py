@@ -9,17 +9,22 @@ rest is :mod:`astra_lake.pipelines.spectrum_net` (means/stds: logg 3.9/0.9, log1
 -> ``flag_runtime_exception``; teff < 1700 or > 100,000 K -> ``flag_unreliable_teff``; logg < -1 or > 10
 -> ``flag_unreliable_logg``; teff < 3200 K or logg > 5 or [Fe/H] < -4 or > 2 -> ``flag_unreliable_fe_h``;
 teff < 3900 K and 3 < logg < 6 -> ``flag_suspicious_fe_h``.
+
+``astra-lake run bossnet --model net.onnx`` runs it over the BOSS spectrum tables (coadds, rest-frame
+and native-grid visits; ``draws`` and ``seed`` options).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
-from astra_lake.pipelines.columns import Arrays, set_where, usable
+from astra_lake.pipelines.columns import Arrays, no_prediction, set_where, usable
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
 from astra_lake.pipelines.onnx import F32
 from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 
@@ -30,13 +35,17 @@ TABLE = "bossnet"
 
 
 def _interp_weights(wave: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.intp], F32]:
-    """Left neighbour and weight of each network pixel on ``wave`` (np.interp's rule, edges held)."""
-    if wave.ndim != 1 or wave.size < 2 or np.any(np.diff(wave) <= 0):
-        raise ArtefactError("BossNet needs ascending wavelengths for every spectrum")
+    """Left neighbour and weight of each network pixel on ``wave`` (np.interp's rule, edges held); NaN
+    wavelengths are allowed as padding at the ends (spec files shorter than the table's grid)."""
+    finite = np.flatnonzero(np.isfinite(wave)) if wave.ndim == 1 else np.empty(0, np.intp)
+    first = int(finite[0]) if finite.size else 0
+    wave = wave[first : first + finite.size]
+    if finite.size < 2 or np.any(np.diff(finite) != 1) or np.any(np.diff(wave) <= 0):
+        raise ArtefactError("BossNet needs ascending wavelengths for every spectrum (NaN only as padding at the ends)")
     x = np.clip(NET_WAVELENGTH, wave[0], wave[-1])
     j = np.clip(np.searchsorted(wave, x, side="right") - 1, 0, wave.size - 2)
     w = (x - wave[j]) / (wave[j + 1] - wave[j])
-    return j, w.astype(np.float32)
+    return j + first, w.astype(np.float32)
 
 
 def regridder(wavelength: npt.ArrayLike, n: int) -> Callable[[F32, slice], F32]:
@@ -112,3 +121,31 @@ def runtime_flags(teff: npt.ArrayLike, logg: npt.ArrayLike, fe_h: npt.ArrayLike)
         set_where(flags, TABLE, "flag_unreliable_fe_h", all_three & ((t < 3200) | (g > 5) | (m < -4) | (m > 2)))
         set_where(flags, TABLE, "flag_suspicious_fe_h", (t < 3900) & (g > 3) & (g < 6))
     return flags
+
+
+def load(options: dict[str, Any]) -> BossNet:
+    if options.get("model") is None:
+        raise PipelineError("bossnet needs an ONNX export of the network, (n, 1, 3900) -> (n, 4): --model PATH")
+    return BossNet.load(options["model"], threads=options.get("workers"))
+
+
+def process(block: Block, net: BossNet, options: dict[str, Any]) -> Output:
+    """Labels, noise-draw uncertainties and runtime flags; draws seeded by ``seed`` and the block's spectra."""
+    assert block.flux is not None and block.ivar is not None and block.wavelength is not None
+    rng = np.random.default_rng([int(options["seed"]), *block.column("spectrum_pk").tolist()])
+    out = net.predict(block.wavelength, block.flux, block.ivar, draws=int(options["draws"]), rng=rng)
+    flags = out.pop("result_flags")
+    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE))
+
+
+PIPELINE = Pipeline(
+    name=TABLE,
+    version="1.0.0",
+    inputs=("boss_combined", "boss_rest_frame_visit", "boss_visit"),
+    process=process,
+    load=load,
+    options={"model": None, "draws": 20, "seed": 0},
+    files=("model",),
+    failure_flag="flag_runtime_exception",
+    description="BOSSNet on onnxruntime (--model: an ONNX file with its contract)",
+)

@@ -24,3 +24,12 @@ def usable(ivar: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Spectra with at least one pixel of positive, finite ivar."""
     iv = np.atleast_2d(np.asarray(ivar, dtype=np.float32))
     return np.asarray((np.isfinite(iv) & (iv > 0)).any(axis=1))
+
+
+NO_PREDICTION = "no prediction (no usable pixel, or non-finite output)"
+
+
+def no_prediction(flags: npt.ArrayLike, table: str, reason: str = NO_PREDICTION) -> dict[int, str]:
+    """Row -> reason for the rows whose ``flag_runtime_exception`` is set (the runner's ``Output.failed``)."""
+    mask = flag_mask(table, "flag_runtime_exception")
+    return {int(i): reason for i in np.flatnonzero(np.asarray(flags) & mask)}

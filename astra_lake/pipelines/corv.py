@@ -10,6 +10,10 @@ window the model is multiplied by a straight-line continuum that is solved linea
 (variable projection), so flux calibration and slopes drop out. ``scipy.optimize.least_squares`` then
 fits (v_rad, log10 Teff, logg) from the best point of a coarse (v, Teff) search; uncertainties are the
 square roots of the covariance diagonal, ``(J^T J)^-1`` scaled by the reduced chi^2 (as lmfit does).
+
+``astra-lake run corv --model corv_warwick_da/`` fits the BOSS spectrum tables; a spectrum without a fit
+gets ``flag_fitting_failure``. Upstream runs corv on Snow White's DA visits only: select them with
+``--where "spectrum_pk IN (SELECT spectrum_pk FROM snow_white WHERE classification = 'DA')"``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +32,7 @@ from scipy import ndimage, optimize
 from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.kernels import C_KMS
 from astra_lake.pipelines.columns import Arrays
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
 
 F64 = npt.NDArray[np.float64]
 
@@ -227,3 +233,29 @@ class Corv:
             "initial_logg": x0[2],
             "rchi2": rchi2,
         }
+
+
+def load(options: dict[str, Any]) -> Corv:
+    if options.get("model") is None:
+        raise PipelineError("corv needs the Warwick 3D DA grid directory (files such as 800_3D.gz): --model DIR")
+    return Corv.load(options["model"], resolution=float(options["resolution"]))
+
+
+def process(block: Block, corv: Corv, options: dict[str, Any]) -> Output:
+    assert block.flux is not None and block.ivar is not None and block.wavelength is not None
+    out = corv.fit(block.wavelength, block.flux, block.ivar)
+    out.pop("result_flags")
+    reason = "fewer than two Balmer-line windows with 10 usable pixels"
+    return Output(columns=out, failed={int(i): reason for i in np.flatnonzero(~np.isfinite(out["v_rad"]))})
+
+
+PIPELINE = Pipeline(
+    name="corv",
+    version="1.0.0",
+    inputs=("boss_visit", "boss_rest_frame_visit", "boss_combined"),
+    process=process,
+    load=load,
+    options={"model": None, "resolution": 2000.0},
+    failure_flag="flag_fitting_failure",
+    description="corv: v_rad, Teff, logg of DA white dwarfs (--model: the Warwick DA grid directory)",
+)

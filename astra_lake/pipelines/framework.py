@@ -32,7 +32,12 @@ and provenance (see :mod:`astra_lake.pipelines.run`)::
         failure_flag="flag_fitting_failure",  # result_flags bit set on rows listed in Output.failed
         exception_flag="flag_runtime_exception",  # set when process() raises for a spectrum (default: failure_flag)
         model_table="model_apogee",           # where Output.model_flux / continuum go (keyed by task_pk)
+        v_astra="0.7.0",                      # optional: v_astra of its results when the run gives none
     )
+
+A table computed by one query over the whole lake rather than per spectrum (``best``) declares a
+:class:`Compilation` instead: ``lake.run("best")`` runs its query over the pinned snapshot and upserts
+the rows that changed (see :mod:`astra_lake.pipelines.compilation`).
 
 Rules the runner applies, so a pipeline does not have to:
 
@@ -49,6 +54,10 @@ Rules the runner applies, so a pipeline does not have to:
 - **Identity and provenance.** ``spectrum_pk``, ``source_pk``, ``sdss_id``, ``v_astra``, ``task_pk``,
   ``run_id``, ``t_elapsed``, ``t_overhead`` and ``tag`` are filled by the runner; ``Output.columns``
   holds only the pipeline's own columns (the runner names the first unknown one if any is not declared).
+- **Versions.** Results are written under the run's ``v_astra`` (``--v-astra``), else the pipeline's
+  ``v_astra``, else astra-lake's own version. The flags a pipeline sets are those of its table's newest
+  flag edition; a ``v_astra`` whose edition lacks the pipeline's failure flags is refused (ApogeeNet v3,
+  whose flag bits differ from v2's before 0.7.0, declares ``v_astra="0.7.0"``).
 - **Speed.** ``workers`` is the number of threads the pipeline may use: the runner sets numba's thread
   count to it, and ``options["workers"]`` carries it (e.g. for onnxruntime's intra-op threads).
 """
@@ -67,6 +76,7 @@ import pyarrow as pa
 
 from astra_lake.errors import AstraLakeError, UnknownTableError
 from astra_lake.schema.loader import Schema
+from astra_lake.schema.versions import int_to_version
 
 
 class PipelineError(AstraLakeError):
@@ -143,8 +153,9 @@ class Pipeline:
     exception_flag: str | None = None
     model_table: str | None = None
     description: str = ""
+    v_astra: str | None = None
 
-    def check(self, schema: Schema) -> None:
+    def check(self, schema: Schema, v_astra: int | None = None) -> None:
         """Refuse a declaration that does not match data_schema/ (one line naming what is wrong)."""
         try:
             result = schema.table(self.name)
@@ -166,6 +177,13 @@ class Pipeline:
         for flag in (self.failure_flag, self.exception_flag):
             if flag is not None and (summary is None or summary.latest.flag(flag) is None):
                 raise PipelineError(f"pipeline {self.name}: {result.name} has no flag {flag!r} in its summary flag column")
+        if v_astra is not None:
+            for fc in result.flag_columns:  # results carry the newest edition's bits: they must read as such
+                if fc.edition_for(v_astra) is not fc.latest:
+                    raise PipelineError(
+                        f"pipeline {self.name} sets the flags of {result.name}.{fc.name}'s newest edition, but results of "
+                        f"v_astra {int_to_version(v_astra)} are read by an older one; give v_astra >= {self.v_astra or '?'}"
+                    )
         if self.model_table is not None and schema.table(self.model_table).kind != "pixel":
             raise PipelineError(f"pipeline {self.name}: model_table {self.model_table} is not a pixel table")
         unknown = [f for f in self.files if f not in self.options]
@@ -174,11 +192,47 @@ class Pipeline:
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults updated with ``given``; an option the pipeline does not declare is an error."""
-        unknown = sorted(set(given) - set(self.options))
-        if unknown:
-            valid = ", ".join(sorted(self.options)) or "(none)"
-            raise PipelineError(f"pipeline {self.name} has no option(s) {', '.join(unknown)}; options: {valid}")
-        return {**self.options, **{k: v for k, v in given.items() if v is not None}}
+        return _resolve(self.name, self.options, given)
+
+
+def _resolve(name: str, options: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        valid = ", ".join(sorted(options)) or "(none)"
+        raise PipelineError(f"pipeline {name} has no option(s) {', '.join(unknown)}; options: {valid}")
+    return {**options, **{k: v for k, v in given.items() if v is not None}}
+
+
+Select = Callable[[Any, int, dict[str, Any]], pa.Table]
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """A result table computed by one query over the whole lake (``best``), run by ``lake.run`` like a
+    pipeline (see :mod:`astra_lake.pipelines.compilation`).
+
+    ``select(con, v_astra, options)`` runs on a connection to the pinned snapshot and returns the table's
+    rows (identity columns ``spectrum_pk``, ``source_pk``, ``sdss_id``, ``_healpix_29`` and its own
+    columns) plus a boolean ``_changed``: whether the stored row of that key and ``v_astra`` major.minor
+    differs or is older than what it was computed from. The runner writes the changed rows (all with
+    ``force``) and records the run; nothing changed: nothing is written."""
+
+    name: str
+    version: str
+    select: Select
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def check(self, schema: Schema) -> None:
+        try:
+            result = schema.table(self.name)
+        except UnknownTableError as exc:
+            raise PipelineError(f"pipeline {self.name}: {exc}") from None
+        if result.kind != "pipeline":
+            raise PipelineError(f"pipeline {self.name}: its result table is a {result.kind} table, expected kind: pipeline")
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        return _resolve(self.name, self.options, given)
 
 
 def available() -> list[str]:
@@ -194,12 +248,13 @@ def available() -> list[str]:
 
 def _declares(module: str) -> bool:
     try:
-        return isinstance(getattr(importlib.import_module(f"astra_lake.pipelines.{module}"), "PIPELINE", None), Pipeline)
+        declared = getattr(importlib.import_module(f"astra_lake.pipelines.{module}"), "PIPELINE", None)
+        return isinstance(declared, Pipeline | Compilation)
     except ImportError:
         return False
 
 
-def get(name: str) -> Pipeline:
+def get(name: str) -> Pipeline | Compilation:
     """The pipeline declared by module ``astra_lake.pipelines.<name>``."""
     try:
         module = importlib.import_module(f"astra_lake.pipelines.{name}") if name.isidentifier() else None
@@ -208,6 +263,6 @@ def get(name: str) -> Pipeline:
             raise
         module = None
     pipeline = getattr(module, "PIPELINE", None)
-    if not isinstance(pipeline, Pipeline):
+    if not isinstance(pipeline, Pipeline | Compilation):
         raise UnknownTableError(f"unknown pipeline {name!r}; pipelines: {', '.join(available()) or '(none)'}")
     return pipeline

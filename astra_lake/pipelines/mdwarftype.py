@@ -15,6 +15,9 @@ response model):
    ``sub_type`` (4.5); ``rchi2`` = data chi^2 / (pixels used - 2), as upstream;
 4. ``result_flags``: ``flag_suspicious_k5_type`` when the type is ``"K5.0"`` (the earliest template:
    hotter stars land there), ``flag_runtime_exception`` when no fit was possible.
+
+``astra-lake run mdwarftype --model spEigenStar.fits --option response=resp_PCA_results.npz`` runs it
+over the BOSS spectrum tables.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
 from astra_lake.errors import ArtefactError, InputShapeError
-from astra_lake.pipelines.columns import Arrays, set_where
+from astra_lake.pipelines.columns import Arrays, no_prediction, set_where
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
 
 TABLE = "mdwarftype"
 FIT_WINDOW = (5000.0, 8800.0)
@@ -209,3 +214,33 @@ class MDwarfType:
             penalised[j] = data_chi2[j] + float(d @ self._prior @ d)
         best = int(np.argmin(penalised))
         return best, float(data_chi2[best]), int(good.sum()) - 2, cont
+
+
+def load(options: dict[str, Any]) -> MDwarfType:
+    if options.get("model") is None or options.get("response") is None:
+        raise PipelineError(
+            "mdwarftype needs the BOSS eigen-templates and the continuum-response PCA: "
+            "--model spEigenStar-55734.fits --option response=resp_PCA_results.npz"
+        )
+    return MDwarfType.load(options["model"], options["response"])
+
+
+def process(block: Block, model: MDwarfType, options: dict[str, Any]) -> Output:
+    assert block.flux is not None and block.ivar is not None and block.wavelength is not None
+    out = model.classify(block.wavelength, block.flux, block.ivar)
+    flags = out.pop("result_flags")
+    reason = "no usable pixel in 7495-7505 A or too few in 5000-8800 A"
+    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE, reason))
+
+
+PIPELINE = Pipeline(
+    name=TABLE,
+    version="1.0.0",
+    inputs=("boss_combined", "boss_rest_frame_visit", "boss_visit"),
+    process=process,
+    load=load,
+    options={"model": None, "response": None},
+    files=("model", "response"),
+    failure_flag="flag_runtime_exception",
+    description="MDwarfType: K5-M spectral type by template chi-square (--model spEigenStar, --option response=PCA .npz)",
+)

@@ -17,6 +17,11 @@ less than 1e-6 relatively):
 - absorption step: ``1 - flux / c ~ W H`` with ivar ``ivar c^2``, by non-negative least squares.
 
 Both steps minimise the same chi^2, so it never increases. ``rchi2 = chi^2 / (N_used - n_params - 1)``.
+
+``astra-lake run nmf_rectify --model components.npz`` (or ``--option payne=NN_normalized_spectra.npz``
+to learn the components first) fits the APOGEE spectrum tables; ``model_apogee`` gets, per result
+(``task_pk``), ``continuum`` and ``model_flux`` = the rectified model ``1 - W H`` (NaN outside the
+continuum regions), so ``model_flux * continuum`` is the model in flux units.
 """
 
 from __future__ import annotations
@@ -25,14 +30,17 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 from scipy import optimize
 
 from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.kernels import APOGEE_GRID, sinusoids
 from astra_lake.pipelines.columns import Arrays, set_where
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
 
 F64 = npt.NDArray[np.float64]
 TABLE = "nmf_rectify"
@@ -199,3 +207,52 @@ class NMFRectify:
             design = np.stack(cols, axis=1)
             parts.append(np.linalg.lstsq(design, cont[:, sel].T, rcond=None)[0].T)
         return np.concatenate(parts, axis=1)
+
+
+def load(options: dict[str, Any]) -> NMFRectify:
+    """Components from ``model`` (an ``NMFComponents.save`` file), else learned from the Payne network ``payne``."""
+    if options.get("model") is not None:
+        components = NMFComponents.load(options["model"])
+    elif options.get("payne") is not None:
+        components = NMFComponents.learn(options["payne"], n_components=int(options["n_components"]), seed=int(options["seed"]))
+    else:
+        raise PipelineError(
+            "nmf_rectify needs NMF components: --model components.npz (NMFComponents.save), "
+            "or --option payne=NN_normalized_spectra.npz to learn them from The Payne's network"
+        )
+    return NMFRectify(components, deg=int(options["deg"]), length=float(options["length"]))
+
+
+def process(block: Block, model: NMFRectify, options: dict[str, Any]) -> Output:
+    """The fit's columns; the rectified model ``1 - W H`` to ``model_flux``, the continuum to ``continuum``."""
+    assert block.flux is not None and block.ivar is not None
+    out = model.fit(block.flux, block.ivar)
+    flags = out.pop("nmf_flags")
+    rect, cont = out.pop("rectified_model_flux"), out.pop("continuum")
+    out.pop("model_flux")
+    columns: dict[str, Any] = {k: out[k] for k in ("L", "deg", "rchi2")}
+    for name in ("log10_W", "continuum_theta"):
+        v = out[name]
+        columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]).cast(pa.list_(pa.float32()))
+    failed = {int(i): "too few usable pixels for the fit" for i in np.flatnonzero(flags)}
+    return Output(
+        columns=columns,
+        flags={"nmf_flags": flags},
+        failed=failed,
+        model_flux=np.asarray(rect, dtype=np.float32),
+        continuum=np.asarray(cont, dtype=np.float32),
+    )
+
+
+PIPELINE = Pipeline(
+    name=TABLE,
+    version="1.0.0",
+    inputs=("apogee_star", "apogee_combined", "apogee_rest_frame_visit"),
+    process=process,
+    load=load,
+    options={"model": None, "payne": None, "n_components": 32, "seed": 0, "deg": 3, "length": 1300.0},
+    files=("model", "payne"),
+    failure_flag="flag_runtime_exception",
+    model_table="model_apogee",
+    description="NMF rectification: (1 - W H) x sinusoid continuum; model_apogee gets the continuum and 1 - W H",
+)

@@ -42,7 +42,7 @@ from rich.text import Text
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.writer import Writer, parquet_scan
-from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
+from astra_lake.pipelines.framework import Block, Compilation, Output, Pipeline, PipelineError
 from astra_lake.pipelines.timing import Timer
 from astra_lake.query.batches import IDS, spectra_batches
 from astra_lake.query.duck import connect
@@ -443,7 +443,7 @@ def _input_version(snapshot: Snapshot) -> tuple[int, str]:
 def run_pipeline(
     catalog: Catalog,
     snapshot: Snapshot,
-    pipeline: Pipeline,
+    pipeline: Pipeline | Compilation,
     *,
     tables: list[str] | None = None,
     where: str | None = None,
@@ -456,10 +456,17 @@ def run_pipeline(
     progress: bool = False,
 ) -> RunSummary:
     """Select, process, commit and record (see the module docstring); returns the run's summary."""
+    if isinstance(pipeline, Compilation):  # one query over the lake (best)
+        from astra_lake.pipelines.compilation import run_compilation
+
+        return run_compilation(
+            catalog, snapshot, pipeline, tables=tables, where=where, v_astra=v_astra, force=force, tag=tag, options=options
+        )
     t0 = time.perf_counter()
     timer = Timer()
     schema = catalog.schema
-    pipeline.check(schema)
+    version = version_to_int(v_astra or pipeline.v_astra or DEFAULT_V_ASTRA)
+    pipeline.check(schema, version)
     result = schema.table(pipeline.name)
     tables = list(tables or pipeline.inputs)
     foreign = [t for t in tables if t not in pipeline.inputs]
@@ -469,7 +476,6 @@ def run_pipeline(
         raise PipelineError(f"batch_rows must be >= 1, got {batch_rows}")
     opts = pipeline.resolve_options(options or {})
     hashes = _file_options(pipeline, opts)
-    version = version_to_int(v_astra or DEFAULT_V_ASTRA)
     input_version, input_tag = _input_version(snapshot)
     con = connect(snapshot)
     todo, selected = {}, 0

@@ -21,7 +21,7 @@ SEED = {
     "aspcap": ASPCAP,
     "mdwarftype": {0: B, 1: B},
 }
-NEITHER = {"the_cannon": [0], "snow_white": [0, 1, 2, 3, 4, 5, 6], "corv": [5, 6, 7], "clam": [0, 1], "nmf_rectify": [0, 3, 4]}
+NEITHER = {"the_cannon": [0], "snow_white": [0, 1, 2, 3, 4, 5, 6], "corv": [0, 5, 6, 7], "clam": [0, 1], "nmf_rectify": [0, 3, 4]}
 
 
 @pytest.mark.parametrize("table", sorted(SEED))
