@@ -294,17 +294,38 @@ class Lake:
         tag: str = "",
         batch_rows: int = 256,
         progress: bool = False,
+        client: Any = None,
         **options: Any,
     ) -> Any:
         """Run a pipeline (its name, e.g. ``"the_payne"``, or a ``Pipeline``) over its input tables (or
         ``table``), reading snapshot ``version``; skips spectra that already have a result of this
         ``v_astra`` major.minor newer than their input unless ``force``; commits every ``batch_rows``
         results; returns the run's summary (``.message`` says what it did). ``options`` go to the
-        pipeline (e.g. ``model="NN.npz"``). See :mod:`astra_lake.pipelines.framework`.
+        pipeline (e.g. ``model="NN.npz"``). See :mod:`astra_lake.pipelines.framework`. ``client``: a
+        ``distributed.Client`` (or ``"local"`` / a scheduler address) whose workers process the blocks,
+        while this process commits (:mod:`astra_lake.pipelines.distributed`).
         """
         from astra_lake.pipelines.framework import get
         from astra_lake.pipelines.run import run_pipeline
 
+        if isinstance(client, str):
+            from astra_lake.pipelines.distributed import client_for
+
+            with client_for(client) as connected:
+                return self.run(
+                    pipeline,
+                    where=where,
+                    version=version,
+                    workers=workers,
+                    table=table,
+                    force=force,
+                    v_astra=v_astra,
+                    tag=tag,
+                    batch_rows=batch_rows,
+                    progress=progress,
+                    client=connected,
+                    **options,
+                )
         return run_pipeline(
             self.catalog,
             self.snapshot(version),
@@ -318,6 +339,7 @@ class Lake:
             tag=tag,
             options=options,
             progress=progress,
+            client=client,
         )
 
     def release(
