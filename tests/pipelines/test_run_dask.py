@@ -135,3 +135,12 @@ def test_worker_killed_mid_run(tmp_path: Path) -> None:
     models = lake.sql("SELECT task_pk FROM model_apogee").column(0).to_pylist()
     assert sorted(models) == sorted(rows.column("task_pk").to_pylist())
     assert lake.sql("SELECT status FROM runs").column(0).to_pylist() == ["finished"]
+
+
+def test_missing_dask_is_one_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from astra_lake.errors import DaskUnavailableError
+    from astra_lake.pipelines.distributed import client_for
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    with pytest.raises(DaskUnavailableError, match=r"not installed: pip install 'astra-lake\[dask\]'"), client_for("local"):
+        pass
