@@ -267,17 +267,29 @@ class Lake:
         v_astra: str = "0.1.0",
         version: Version = None,
         progress: bool = False,
+        client: Any = None,
     ) -> int:
         """Run a kernel task over a spectrum table, block by block, into a pixel table; one commit.
 
         ``where`` is a SQL predicate on the input table (e.g. ``"snr > 50"``). Memory is bounded by the
-        Parquet batch size; flux/ivar arrive as zero-copy numpy views of the Arrow buffers.
+        Parquet batch size; flux/ivar arrive as zero-copy numpy views of the Arrow buffers. ``client``:
+        a ``distributed.Client`` whose workers compute the blocks (this process still makes the commit).
         """
         from astra_lake.pipelines.apply import run_apply
 
         snap = self.snapshot(version)
         with self.catalog.writing():
-            new = run_apply(self.catalog, snap, task, table=table, output=output, where=where, v_astra=v_astra, progress=progress)
+            new = run_apply(
+                self.catalog,
+                snap,
+                task,
+                table=table,
+                output=output,
+                where=where,
+                v_astra=v_astra,
+                progress=progress,
+                client=client,
+            )
             write_sidecars(self.catalog.store(output))
         return new
 

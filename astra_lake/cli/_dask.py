@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from contextlib import AbstractContextManager, nullcontext
+from typing import Annotated, Any
 
 import typer
 
@@ -15,3 +16,12 @@ DaskOption = Annotated[
         "e.g. tcp://10.0.0.1:8786; this process still does every commit",
     ),
 ]
+
+
+def dask_client(address: str | None) -> AbstractContextManager[Any]:
+    """The client of ``--dask`` (nothing without it); dask is imported only here."""
+    if address is None:
+        return nullcontext()
+    from astra_lake.pipelines.distributed import client_for
+
+    return client_for(address)

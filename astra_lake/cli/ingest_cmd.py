@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from astra_lake.api import Lake
 from astra_lake.cli._common import console, fail
+from astra_lake.cli._dask import DaskOption, dask_client
 from astra_lake.cli.lake_cmd import LakeOption, resolve_lake
 from astra_lake.errors import IngestError
 from astra_lake.ingest.inputs import SUFFIXES, scan_inputs
@@ -24,6 +25,7 @@ def ingest(
     fmt: Annotated[str | None, typer.Option("--format", help=f"Force a format: {', '.join(FORMATS)}")] = None,
     batch_files: Annotated[int, typer.Option(help="Files per commit batch (bounds memory)")] = 64,
     create: Annotated[bool, typer.Option("--create", help="Create the lake if the path is not one yet")] = False,
+    dask: DaskOption = None,
 ) -> None:
     """Read apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar/Visit and mwmAllStar/Visit files into the lake.
 
@@ -45,15 +47,18 @@ def ingest(
         fail(f"no FITS files ({', '.join('*' + s for s in SUFFIXES)}) under {', '.join(map(str, paths))}")
     lk = Lake.init(path) if create else Lake(path)
     spectra = [0]
-    with Progress(
-        TextColumn("[bold]ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with (
+        dask_client(dask) as client,
+        Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar,
+    ):
         task = bar.add_task("files", total=len(inputs.files), rate="")
 
         def tick(n_files: int, n_spectra: int) -> None:
@@ -62,7 +67,7 @@ def ingest(
             done = bar.tasks[0].completed + n_files
             bar.update(task, advance=n_files, rate=f"{done / elapsed:.1f} files/s, {spectra[0] / elapsed:.1f} spectra/s")
 
-        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files).run(
+        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files, client=client).run(
             inputs.files, tick, problems=inputs.problems
         )
     console.print(f"files read {summary.read}, skipped {summary.skipped}, failed {summary.failed} in {summary.seconds:.1f} s")

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -137,16 +137,19 @@ def run_unit(job: Job, table: str, pieces: list[Piece] | None, meta: pa.Table | 
 Unit = tuple[str, list[Piece] | None, pa.Table | None]
 
 
-def processed(client: Any, job: Job, units: Iterator[Unit], window: int | None = None) -> Generator[Done, None, None]:
-    """The results of ``units`` in their order, computed on the cluster with at most ``window`` blocks in
+def processed(
+    client: Any, fn: Callable[..., Any], units: Iterable[tuple[Any, ...]], *, shared: Any = None, window: int | None = None
+) -> Generator[Any, None, None]:
+    """``fn(shared, *unit)`` (``fn(*unit)`` without ``shared``, which is sent to every worker once) of
+    each unit, computed on the cluster and yielded in the units' order, with at most ``window`` units in
     flight (default: twice the cluster's threads), so the coordinator's memory stays bounded."""
     distributed = _distributed()
     window = window or 2 * max(1, sum(client.nthreads().values()))
-    shared = client.scatter(job, broadcast=True, hash=False)
+    first = () if shared is None else (client.scatter(shared, broadcast=True, hash=False),)
     pending: deque[Any] = deque()
     try:
         for unit in units:
-            pending.append(client.submit(run_unit, shared, *unit, pure=False))
+            pending.append(client.submit(fn, *first, *unit, pure=False))
             if len(pending) >= window:
                 yield _result(distributed, pending.popleft())
         while pending:
@@ -156,17 +159,17 @@ def processed(client: Any, job: Job, units: Iterator[Unit], window: int | None =
             client.cancel(list(pending))
 
 
-def _result(distributed: Any, future: Any) -> Done:
+def _result(distributed: Any, future: Any) -> Any:
     try:
-        return future.result()  # type: ignore[no-any-return]
+        return future.result()
     except (distributed.KilledWorker, distributed.client.FutureCancelledError) as exc:
         raise DaskUnavailableError(f"the Dask cluster lost a block of the run: {str(exc).splitlines()[0]}") from None
 
 
-def spectrum_units(table: str, paths: list[str], keep: np.ndarray, batch_rows: int) -> Iterator[Unit]:
-    """Blocks of exactly ``batch_rows`` selected spectra (the last smaller) of a spectrum table's snapshot
-    files, in file order: the blocks of the serial path."""
+def spectrum_units(table: str, paths: list[str], keep: np.ndarray | pa.Array | None, batch_rows: int) -> Iterator[Unit]:
+    """Blocks of exactly ``batch_rows`` selected spectra (``keep``: their spectrum_pk; None: all), the
+    last smaller, of a spectrum table's snapshot files, in file order: the blocks of the serial path."""
     from astra_lake.query.batches import blocks
 
-    for pieces in blocks(paths, batch_rows, pa.array(keep, pa.int64())):
+    for pieces in blocks(paths, batch_rows, None if keep is None else pa.array(keep, pa.int64())):
         yield table, pieces, None

@@ -465,7 +465,7 @@ def _distributed(
     else:
         source = rebatch(blocks(snapshot, con, tbl, pks, run.pipeline, batch_rows), batch_rows)
         units = ((b.table, None, b.meta) for b in source)
-    results = D.processed(client, job, units)
+    results = D.processed(client, D.run_unit, units, shared=job)
     try:
         while True:
             with timer.paused():  # waiting for the workers is neither result time nor overhead
