@@ -1,7 +1,8 @@
-"""Scaling of ``lake.run`` on dask.distributed: The Payne over emulated APOGEE spectra, serial (one
-thread) against a ``LocalCluster`` of 1 and 2 worker processes (one thread each); the coordinator commits
-in both cases. Clusters are started and warmed (imports, model load, numba compilation) before timing,
-so the figures are the run itself; each configuration redoes every spectrum (``force``).
+"""Scaling on dask.distributed: ``lake.run`` (The Payne over emulated APOGEE spectra) and ``ingest``
+(copies of the real apStar / apVisit / BOSS spec fixtures), serial (one thread) against a
+``LocalCluster`` of 1 and 2 worker processes (one thread each); the coordinator commits in every case.
+Clusters are started and warmed (imports, model load, numba compilation) before timing, so the figures
+are the run itself; each configuration redoes every spectrum (``force``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +34,44 @@ def _lake(path: Path, n: int) -> Lake:
     return lake
 
 
+def cluster(workers: int) -> tuple[Any, Any]:
+    import distributed
+
+    c = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    return c, distributed.Client(c)
+
+
+def ingest(work: Path, n_files: int = 120) -> list[str]:
+    """Markdown rows: files/s of ingest serially and on 1 and 2 Dask workers, and the ratio to 1 worker."""
+    from bench_ingest import replicate
+
+    from astra_lake.ingest.runner import Ingestor, find_files
+
+    replicate(work / "dask-files", n_files)
+    files = find_files([work / "dask-files"])
+    times: dict[str, float] = {}
+    for workers in (0, 1, 2):
+        lake = Lake.init(work / f"dask-ingest-{workers}")
+        name = "serial (this process)" if not workers else f"Dask LocalCluster, {workers} worker{'s' * (workers > 1)}"
+        if workers:
+            c, client = cluster(workers)
+            client.run(lambda: __import__("astra_lake.ingest.runner"))  # warm: imports
+        t0 = time.perf_counter()
+        summary = Ingestor(lake.catalog, client=client if workers else None).run(files)
+        times[name] = time.perf_counter() - t0
+        assert summary.failed == 0, summary.errors[:3]
+        if workers:
+            client.close()
+            c.close()
+    base = times["Dask LocalCluster, 1 worker"]
+    rows = ["", f"Ingest of {n_files} files (apStar, apVisit, BOSS spec copies):", ""]
+    rows += ["| configuration | time | files/s | speed-up vs 1 Dask worker |", "|---|---:|---:|---:|"]
+    rows += [f"| {k} | {v:.1f} s | {n_files / v:.1f} | {base / v:.2f}x |" for k, v in times.items()]
+    return rows
+
+
 def run(work: Path, n: int = 200, batch_rows: int = 16) -> list[str]:
     """Markdown rows: spectra/s serial, on 1 and 2 Dask workers, and the 2-worker / 1-worker ratio."""
-    import distributed
 
     lake = _lake(work / "dask-lake", n)
     times: dict[str, float] = {}
@@ -50,10 +87,8 @@ def run(work: Path, n: int = 200, batch_rows: int = 16) -> list[str]:
     timed("serial (this process, 1 thread)")
     for workers in (1, 2):
         t0 = time.perf_counter()
-        with (
-            distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        c, client = cluster(workers)
+        with c, client:
             started = time.perf_counter() - t0
             lake.run("the_payne", model=str(MODEL), force=True, workers=1, where=warm, client=client)
             timed(f"Dask LocalCluster, {workers} worker{'s' * (workers > 1)}", client=client)
@@ -69,7 +104,7 @@ def run(work: Path, n: int = 200, batch_rows: int = 16) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     rows += [f"| {k} | {times[k]:.1f} s | {n / times[k]:.1f} | {base / times[k]:.2f}x |" for k in names]
-    return rows
+    return rows + ingest(work, 3 * max(n // 4, 8))
 
 
 if __name__ == "__main__":

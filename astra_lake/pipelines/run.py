@@ -5,8 +5,9 @@
    (``input.modified > result.modified`` means the input changed after the result, as upstream Astra
    decides; the lake's writer sets ``modified`` on every write). ``force`` redoes them all. Nothing
    selected: nothing is written.
-2. **Process** block by block (numpy arrays from ``spectra_batches``); exceptions are isolated per
-   spectrum and become flagged result rows plus ``task_errors`` rows.
+2. **Process** block by block (numpy arrays from ``spectra_batches``), here or, given a
+   ``distributed.Client``, on its workers (:mod:`astra_lake.pipelines.distributed`: same blocks, same
+   results); exceptions are isolated per spectrum and become flagged result rows plus ``task_errors`` rows.
 3. **Commit** every ``batch_rows`` results through the lake's writer, in this order: model spectra,
    errors, results. The result commit is the marker that a spectrum is done: a run killed at any point
    and started again redoes exactly the spectra without a committed result, and re-uses the ``task_pk``

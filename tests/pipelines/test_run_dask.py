@@ -86,7 +86,7 @@ def test_dask_run_equals_serial_run(tmp_path: Path, threads_cluster: Any) -> Non
     model.write_text("12345")
     serial, dask = _lake(tmp_path / "serial"), _lake(tmp_path / "dask")
     pks = serial.sql("SELECT spectrum_pk FROM apogee_star ORDER BY spectrum_pk").column(0).to_pylist()
-    opts = {"explode": pks[7], "min_snr": 30.0, "model": str(model), "batch_rows": 20, "workers": 1}
+    opts = {"explode": pks[7], "min_snr": 30.0, "model": str(model), "batch_rows": 30, "workers": 1}
     one = serial.run(TOY, **opts)
     two = dask.run(TOY, client=threads_cluster, **opts)
     assert (two.done, two.failed, two.selected) == (one.done, one.failed, one.selected) == (N, one.failed, N)
