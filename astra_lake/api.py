@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,7 +279,7 @@ class Lake:
         from astra_lake.pipelines.apply import run_apply
 
         snap = self.snapshot(version)
-        with self.catalog.writing():
+        with _connected(client) as connected, self.catalog.writing():
             new = run_apply(
                 self.catalog,
                 snap,
@@ -288,7 +289,7 @@ class Lake:
                 where=where,
                 v_astra=v_astra,
                 progress=progress,
-                client=client,
+                client=connected,
             )
             write_sidecars(self.catalog.store(output))
         return new
@@ -320,39 +321,22 @@ class Lake:
         from astra_lake.pipelines.framework import get
         from astra_lake.pipelines.run import run_pipeline
 
-        if isinstance(client, str):
-            from astra_lake.pipelines.distributed import client_for
-
-            with client_for(client) as connected:
-                return self.run(
-                    pipeline,
-                    where=where,
-                    version=version,
-                    workers=workers,
-                    table=table,
-                    force=force,
-                    v_astra=v_astra,
-                    tag=tag,
-                    batch_rows=batch_rows,
-                    progress=progress,
-                    client=connected,
-                    **options,
-                )
-        return run_pipeline(
-            self.catalog,
-            self.snapshot(version),
-            get(pipeline) if isinstance(pipeline, str) else pipeline,
-            tables=[table] if table else None,
-            where=where,
-            v_astra=v_astra,
-            force=force,
-            workers=workers,
-            batch_rows=batch_rows,
-            tag=tag,
-            options=options,
-            progress=progress,
-            client=client,
-        )
+        with _connected(client) as connected:
+            return run_pipeline(
+                self.catalog,
+                self.snapshot(version),
+                get(pipeline) if isinstance(pipeline, str) else pipeline,
+                tables=[table] if table else None,
+                where=where,
+                v_astra=v_astra,
+                force=force,
+                workers=workers,
+                batch_rows=batch_rows,
+                tag=tag,
+                options=options,
+                progress=progress,
+                client=connected,
+            )
 
     def release(
         self,
@@ -364,26 +348,30 @@ class Lake:
         release_filter: str | os.PathLike[str] | ReleaseFilter | None = None,
         v_astra: str | None = None,
         progress: bool = False,
+        client: Any = None,
     ) -> Manifest:
         """Write release ``name`` of a tag into the new folder ``out``: FITS products per the SDSS datamodel,
         Parquet and HATS catalogs of every table, and ``manifest.json`` (sizes, sha256, table versions).
         The same tag always gives byte-identical files; ``release_filter`` (a YAML file or
-        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out."""
+        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out. ``client``: as
+        for :meth:`run` (workers write the summary and table files)."""
         from astra_lake.products.filters import ReleaseFilter
         from astra_lake.products.release import create_release
 
         if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
             release_filter = ReleaseFilter.read(Path(release_filter))
-        return create_release(
-            self.catalog,
-            name,
-            tag=tag,
-            out=Path(out),
-            formats=formats,
-            release_filter=release_filter,
-            v_astra=v_astra,
-            progress=progress,
-        )
+        with _connected(client) as connected:
+            return create_release(
+                self.catalog,
+                name,
+                tag=tag,
+                out=Path(out),
+                formats=formats,
+                release_filter=release_filter,
+                v_astra=v_astra,
+                progress=progress,
+                client=connected,
+            )
 
     def info(self) -> dict[str, Any]:
         """Tables (rows, files, bytes, Delta version), lake version and tags (the log repaired first)."""
@@ -399,6 +387,19 @@ class Lake:
                 "delta_version": store.latest_version(),
             }
         return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags()}
+
+
+@contextmanager
+def _connected(client: Any) -> Iterator[Any]:
+    """The ``client`` argument: a ``distributed.Client`` as given, or one opened for the call from an address
+    (``"local"``: a LocalCluster; ``"tcp://host:8786"``) and closed after it."""
+    if not isinstance(client, str):
+        yield client
+        return
+    from astra_lake.pipelines.distributed import client_for
+
+    with client_for(client) as opened:
+        yield opened
 
 
 def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:

@@ -70,7 +70,7 @@ def ingest(work: Path, n_files: int = 120) -> list[str]:
     return rows
 
 
-def run(work: Path, n: int = 200, batch_rows: int = 16) -> list[str]:
+def run(work: Path, n: int = 256, batch_rows: int = 64) -> list[str]:
     """Markdown rows: spectra/s serial, on 1 and 2 Dask workers, and the 2-worker / 1-worker ratio."""
 
     lake = _lake(work / "dask-lake", n)
@@ -104,7 +104,7 @@ def run(work: Path, n: int = 200, batch_rows: int = 16) -> list[str]:
         "|---|---:|---:|---:|",
     ]
     rows += [f"| {k} | {times[k]:.1f} s | {n / times[k]:.1f} | {base / times[k]:.2f}x |" for k in names]
-    return rows + ingest(work, 3 * max(n // 4, 8))
+    return rows + ingest(work, 3 * max(n // 16, 8))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def main() -> None:
         if "nn" in args.what:
             out += ["## Neural networks and template fits", "", *bench_nn.run(64 if args.quick else 256), ""]
         if "dask" in args.what:
-            out += ["## Dask: scaling from 1 to 2 workers", "", *bench_dask.run(work, 64 if args.quick else 200), ""]
+            out += ["## Dask: scaling from 1 to 2 workers", "", *bench_dask.run(work, 128 if args.quick else 256), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)
