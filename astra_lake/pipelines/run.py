@@ -452,7 +452,6 @@ def _distributed(
     pks: np.ndarray,
     batch_rows: int,
     run: _Process,
-    timer: Timer,
 ) -> Iterator[tuple[Block, BlockResult, float]]:
     """The same blocks processed on a Dask cluster: spectrum blocks as pieces of the snapshot's files
     (read by the workers), column inputs as their rows; the workers' read and load times are overhead."""
@@ -467,6 +466,7 @@ def _distributed(
         source = rebatch(blocks(snapshot, con, tbl, pks, run.pipeline, batch_rows), batch_rows)
         units = ((b.table, None, b.meta) for b in source)
     results = D.processed(client, D.run_unit, units, shared=job)
+    timer = run.timer
     try:
         while True:
             with timer.paused():  # waiting for the workers is neither result time nor overhead
@@ -586,7 +586,7 @@ def run_pipeline(
                 if client is None:
                     source = _processed(blocks(snapshot, con, schema.table(t), todo[t], pipeline, batch_rows), batch_rows, run)
                 else:
-                    source = _distributed(client, snapshot, con, schema.table(t), todo[t], batch_rows, run, timer)
+                    source = _distributed(client, snapshot, con, schema.table(t), todo[t], batch_rows, run)
                 for block, out, elapsed in source:
                     batches.add(block, out, keys.of(block.column("spectrum_pk")), elapsed)
                     bar.advance(job, len(block))
