@@ -82,15 +82,15 @@ def run(work: Path, n: int = 256, batch_rows: int = 64) -> list[str]:
         times[name] = time.perf_counter() - t0
         assert summary.done == n, summary.message
 
-    warm = f"spectrum_pk IN (SELECT spectrum_pk FROM apogee_star ORDER BY spectrum_pk LIMIT {batch_rows})"
-    lake.run("the_payne", model=str(MODEL), force=True, workers=1, where=warm)
+    warm = "spectrum_pk IN (SELECT spectrum_pk FROM apogee_star ORDER BY spectrum_pk LIMIT 16)"  # 8 blocks: each worker gets some
+    lake.run("the_payne", model=str(MODEL), force=True, workers=1, where=warm, batch_rows=2)
     timed("serial (this process, 1 thread)")
     for workers in (1, 2):
         t0 = time.perf_counter()
         c, client = cluster(workers)
         with c, client:
             started = time.perf_counter() - t0
-            lake.run("the_payne", model=str(MODEL), force=True, workers=1, where=warm, client=client)
+            lake.run("the_payne", model=str(MODEL), force=True, workers=1, where=warm, batch_rows=2, client=client)
             timed(f"Dask LocalCluster, {workers} worker{'s' * (workers > 1)}", client=client)
         times[f"start {workers}"] = started
     names = [k for k in times if not k.startswith("start")]
