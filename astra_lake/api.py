@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,17 +305,29 @@ class Lake:
         v_astra: str = "0.1.0",
         version: Version = None,
         progress: bool = False,
+        client: Any = None,
     ) -> int:
         """Run a kernel task over a spectrum table, block by block, into a pixel table; one commit.
 
         ``where`` is a SQL predicate on the input table (e.g. ``"snr > 50"``). Memory is bounded by the
-        Parquet batch size; flux/ivar arrive as zero-copy numpy views of the Arrow buffers.
+        Parquet batch size; flux/ivar arrive as zero-copy numpy views of the Arrow buffers. ``client``:
+        a ``distributed.Client`` whose workers compute the blocks (this process still makes the commit).
         """
         from astra_lake.pipelines.apply import run_apply
 
         snap = self.snapshot(version)
-        with self.catalog.writing():
-            new = run_apply(self.catalog, snap, task, table=table, output=output, where=where, v_astra=v_astra, progress=progress)
+        with _connected(client) as connected, self.catalog.writing():
+            new = run_apply(
+                self.catalog,
+                snap,
+                task,
+                table=table,
+                output=output,
+                where=where,
+                v_astra=v_astra,
+                progress=progress,
+                client=connected,
+            )
             write_sidecars(self.catalog.store(output))
         return new
 
@@ -331,31 +344,36 @@ class Lake:
         tag: str = "",
         batch_rows: int = 256,
         progress: bool = False,
+        client: Any = None,
         **options: Any,
     ) -> Any:
         """Run a pipeline (its name, e.g. ``"the_payne"``, or a ``Pipeline``) over its input tables (or
         ``table``), reading snapshot ``version``; skips spectra that already have a result of this
         ``v_astra`` major.minor newer than their input unless ``force``; commits every ``batch_rows``
         results; returns the run's summary (``.message`` says what it did). ``options`` go to the
-        pipeline (e.g. ``model="NN.npz"``). See :mod:`astra_lake.pipelines.framework`.
+        pipeline (e.g. ``model="NN.npz"``). See :mod:`astra_lake.pipelines.framework`. ``client``: a
+        ``distributed.Client`` (or ``"local"`` / a scheduler address) whose workers process the blocks,
+        while this process commits (:mod:`astra_lake.pipelines.distributed`).
         """
         from astra_lake.pipelines.framework import get
         from astra_lake.pipelines.run import run_pipeline
 
-        return run_pipeline(
-            self.catalog,
-            self.snapshot(version),
-            get(pipeline) if isinstance(pipeline, str) else pipeline,
-            tables=[table] if table else None,
-            where=where,
-            v_astra=v_astra,
-            force=force,
-            workers=workers,
-            batch_rows=batch_rows,
-            tag=tag,
-            options=options,
-            progress=progress,
-        )
+        with _connected(client) as connected:
+            return run_pipeline(
+                self.catalog,
+                self.snapshot(version),
+                get(pipeline) if isinstance(pipeline, str) else pipeline,
+                tables=[table] if table else None,
+                where=where,
+                v_astra=v_astra,
+                force=force,
+                workers=workers,
+                batch_rows=batch_rows,
+                tag=tag,
+                options=options,
+                progress=progress,
+                client=connected,
+            )
 
     def release(
         self,
@@ -367,26 +385,30 @@ class Lake:
         release_filter: str | os.PathLike[str] | ReleaseFilter | None = None,
         v_astra: str | None = None,
         progress: bool = False,
+        client: Any = None,
     ) -> Manifest:
         """Write release ``name`` of a tag into the new folder ``out``: FITS products per the SDSS datamodel,
         Parquet and HATS catalogs of every table, and ``manifest.json`` (sizes, sha256, table versions).
         The same tag always gives byte-identical files; ``release_filter`` (a YAML file or
-        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out."""
+        :class:`~astra_lake.products.filters.ReleaseFilter`) leaves rows and columns out. ``client``: as
+        for :meth:`run` (workers write the summary and table files)."""
         from astra_lake.products.filters import ReleaseFilter
         from astra_lake.products.release import create_release
 
         if release_filter is not None and not isinstance(release_filter, ReleaseFilter):
             release_filter = ReleaseFilter.read(Path(release_filter))
-        return create_release(
-            self.catalog.at(tag),  # the tag's files, read with the data_schema they were written with
-            name,
-            tag=tag,
-            out=Path(out),
-            formats=formats,
-            release_filter=release_filter,
-            v_astra=v_astra,
-            progress=progress,
-        )
+        with _connected(client) as connected:
+            return create_release(
+                self.catalog.at(tag),  # the tag's files, read with the data_schema they were written with
+                name,
+                tag=tag,
+                out=Path(out),
+                formats=formats,
+                release_filter=release_filter,
+                v_astra=v_astra,
+                progress=progress,
+                client=connected,
+            )
 
     def info(self) -> dict[str, Any]:
         """Tables (rows, files, bytes, Delta version), lake version, tags and the data_schema the lake is at
@@ -406,6 +428,19 @@ class Lake:
         if self.catalog.pending_migration:
             schema["package_hash"] = self.catalog.pending_migration  # `astra-lake migrate` adopts it
         return {"path": str(self.path), "version": self.version, "tables": tables, "tags": self.tags(), "schema": schema}
+
+
+@contextmanager
+def _connected(client: Any) -> Iterator[Any]:
+    """The ``client`` argument: a ``distributed.Client`` as given, or one opened for the call from an address
+    (``"local"``: a LocalCluster; ``"tcp://host:8786"``) and closed after it."""
+    if not isinstance(client, str):
+        yield client
+        return
+    from astra_lake.pipelines.distributed import client_for
+
+    with client_for(client) as opened:
+        yield opened
 
 
 def connect(path: str | os.PathLike[str], version: Version = None, *, external_access: bool = False) -> duckdb.DuckDBPyConnection:

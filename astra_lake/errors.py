@@ -142,6 +142,10 @@ class InputShapeError(AstraLakeError, ValueError):
     """Arrays handed to a pipeline's science code do not have the shapes (or names) it needs."""
 
 
+class DaskUnavailableError(AstraLakeError):
+    """dask.distributed is not installed, its scheduler cannot be reached, or the cluster lost a work unit."""
+
+
 __all__ = [
     "ArtefactError",
     "AstraLakeError",
@@ -150,6 +154,7 @@ __all__ = [
     "CommittedWithErrorsError",
     "ConfigError",
     "CorruptLakeError",
+    "DaskUnavailableError",
     "DatabaseImportError",
     "FlagError",
     "IngestError",

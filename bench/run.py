@@ -2,10 +2,11 @@
 
     python bench/run.py                 # everything at the issues' sizes (slow: tens of minutes)
     python bench/run.py --quick         # small sizes, a few minutes
-    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines import nn)
+    python bench/run.py kernels lake    # a subset (cli kernels lake spectra scan writes release ingest pipelines import nn dask)
     python bench/run.py cli             # start-up latency of the CLI and of import astra_lake
     python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
     python bench/run.py import          # import-postgres vs COPY ... TO (1 M ASPCAP rows)
+    python bench/run.py dask            # lake.run on 1 and 2 dask.distributed workers, as a ratio
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cli
+import bench_dask
 import bench_import
 import bench_ingest
 import bench_kernels
@@ -82,6 +84,8 @@ def main() -> None:
             out += ["## Import from PostgreSQL", "", *bench_import.run(work, 100_000 if args.quick else 1_000_000), ""]
         if "nn" in args.what:
             out += ["## Neural networks and template fits", "", *bench_nn.run(64 if args.quick else 256), ""]
+        if "dask" in args.what:
+            out += ["## Dask: scaling from 1 to 2 workers", "", *bench_dask.run(work, 128 if args.quick else 256), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n".join(out)

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from astra_lake.api import Lake
 from astra_lake.cli._common import console, fail
+from astra_lake.cli._dask import DaskOption, dask_client
 from astra_lake.cli.lake_cmd import LakeOption, resolve_lake
 from astra_lake.config import Config
 from astra_lake.errors import IngestError
@@ -27,6 +28,7 @@ def ingest(
         int | None, typer.Option(min=1, help="Files per commit batch, bounds memory (default: config, 64)")
     ] = None,
     create: Annotated[bool, typer.Option("--create", help="Create the lake if the path is not one yet")] = False,
+    dask: DaskOption = None,
 ) -> None:
     """Read apStar, apVisit, BOSS spec, mwmStar, mwmVisit, astraAllStar/Visit and mwmAllStar/Visit files into the lake.
 
@@ -51,15 +53,18 @@ def ingest(
     batch_files = batch_files or cfg.get("ingest.batch_files") or 64
     lk = Lake.init(path, auto_compact_min_files=cfg.get("compaction.auto_compact_min_files")) if create else Lake(path)
     spectra = [0]
-    with Progress(
-        TextColumn("[bold]ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with (
+        dask_client(dask) as client,
+        Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar,
+    ):
         task = bar.add_task("files", total=len(inputs.files), rate="")
 
         def tick(n_files: int, n_spectra: int) -> None:
@@ -68,7 +73,7 @@ def ingest(
             done = bar.tasks[0].completed + n_files
             bar.update(task, advance=n_files, rate=f"{done / elapsed:.1f} files/s, {spectra[0] / elapsed:.1f} spectra/s")
 
-        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files).run(
+        summary = Ingestor(lk.catalog, fmt=fmt, workers=workers, batch_files=batch_files, client=client).run(
             inputs.files, tick, problems=inputs.problems
         )
     console.print(f"files read {summary.read}, skipped {summary.skipped}, failed {summary.failed} in {summary.seconds:.1f} s")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from astra_lake.cli._common import console, fail
+from astra_lake.cli._dask import DaskOption
 from astra_lake.cli.lake_cmd import LakeOption, open_lake
 from astra_lake.errors import AstraLakeError
 from astra_lake.products.release import FORMATS, verify_release
@@ -25,13 +26,21 @@ def create(
     formats: Annotated[str, typer.Option("--formats", help="Comma-separated: fits, parquet, hats")] = ",".join(FORMATS),
     filter_file: FilterOption = None,
     v_astra: VersionOption = None,
+    dask: DaskOption = None,
     lake: LakeOption = None,
 ) -> None:
     """Build a release of a tag into OUT (fixed timestamps and order: the same tag gives the same bytes)."""
     lk = open_lake(lake)
     try:
         manifest = lk.release(
-            name, tag=tag, out=out, formats=formats.split(","), release_filter=filter_file, v_astra=v_astra, progress=True
+            name,
+            tag=tag,
+            out=out,
+            formats=formats.split(","),
+            release_filter=filter_file,
+            v_astra=v_astra,
+            progress=True,
+            client=dask,
         )
     except AstraLakeError as exc:
         fail(str(exc))

@@ -10,6 +10,7 @@ import typer
 
 from astra_lake.api import Lake
 from astra_lake.cli._common import console
+from astra_lake.cli._dask import DaskOption
 from astra_lake.cli.lake_cmd import LakeOption, resolve_lake
 from astra_lake.errors import AstraLakeError
 
@@ -44,6 +45,7 @@ def run(
     batch_rows: Annotated[int, typer.Option("--batch-rows", help="Results per commit")] = 256,
     tag: Annotated[str, typer.Option("--tag", help="Experiment tag stored on every result")] = "",
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Pipeline option key=value (repeatable)")] = None,
+    dask: DaskOption = None,
     lake: LakeOption = None,
 ) -> None:
     """Run a pipeline: skip spectra with a current result, commit results in batches, record the run."""
@@ -62,6 +64,7 @@ def run(
         batch_rows=batch_rows,
         tag=tag,
         progress=True,
+        client=dask,
         **options,
     )
     console.print(summary.message, highlight=False)

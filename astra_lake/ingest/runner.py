@@ -170,11 +170,14 @@ class _FileFailed(Exception):
 class Ingestor:
     """Reads files and writes what they contain into one lake."""
 
-    def __init__(self, catalog: Catalog, *, fmt: str | None = None, workers: int = 1, batch_files: int = 64) -> None:
+    def __init__(
+        self, catalog: Catalog, *, fmt: str | None = None, workers: int = 1, batch_files: int = 64, client: Any = None
+    ) -> None:
         self.catalog = catalog
         self.fmt = fmt
         self.workers = max(1, workers)
         self.batch_files = batch_files
+        self.client = client  # a distributed.Client: its workers read and conform the files; this process writes
 
     def known_files(self) -> dict[str, tuple[int, float, str]]:
         store = self.catalog.store("ingest_files")
@@ -237,6 +240,11 @@ class Ingestor:
 
     def _read_all(self, files: list[str]) -> Iterator[Read]:
         args = [(f, self.fmt) for f in files]
+        if self.client is not None:
+            from astra_lake.pipelines.distributed import processed
+
+            yield from processed(self.client, _work, ((a,) for a in args))
+            return
         if self.workers == 1 or len(files) < 2:
             yield from map(_work, args)
             return

@@ -5,8 +5,9 @@
    (``input.modified > result.modified`` means the input changed after the result, as upstream Astra
    decides; the lake's writer sets ``modified`` on every write). ``force`` redoes them all. Nothing
    selected: nothing is written.
-2. **Process** block by block (numpy arrays from ``spectra_batches``); exceptions are isolated per
-   spectrum and become flagged result rows plus ``task_errors`` rows.
+2. **Process** block by block (numpy arrays from ``spectra_batches``), here or, given a
+   ``distributed.Client``, on its workers (:mod:`astra_lake.pipelines.distributed`: same blocks, same
+   results); exceptions are isolated per spectrum and become flagged result rows plus ``task_errors`` rows.
 3. **Commit** every ``batch_rows`` results through the lake's writer, in this order: model spectra,
    errors, results. The result commit is the marker that a spectrum is done: a run killed at any point
    and started again redoes exactly the spectra without a committed result, and re-uses the ``task_pk``
@@ -422,6 +423,64 @@ class Batches:
         self.results, self.models, self.errors, self.pending = [], [], [], 0
 
 
+@dataclass
+class _Process:
+    """How to process one block of a run (and the timer that attributes its time)."""
+
+    pipeline: Pipeline
+    result: Table
+    model: Any
+    opts: dict[str, Any]
+    model_npix: int | None
+    threads: int
+    timer: Timer
+
+
+def _processed(source: Iterator[Block], batch_rows: int, run: _Process) -> Iterator[tuple[Block, BlockResult, float]]:
+    """(block, its result, its time) of each block, processed here; reading counts as overhead."""
+    for block in rebatch(source, batch_rows):
+        run.timer.overhead()
+        out = process_block(run.pipeline, run.result, block, run.model, run.opts, run.model_npix)
+        yield block, out, run.timer.results(len(block)) * run.threads
+
+
+def _distributed(
+    client: Any,
+    snapshot: Snapshot,
+    con: duckdb.DuckDBPyConnection,
+    tbl: Table,
+    pks: np.ndarray,
+    batch_rows: int,
+    run: _Process,
+) -> Iterator[tuple[Block, BlockResult, float]]:
+    """The same blocks processed on a Dask cluster: spectrum blocks as pieces of the snapshot's files
+    (read by the workers), column inputs as their rows; the workers' read and load times are overhead."""
+    from astra_lake.pipelines import distributed as D
+
+    read = [c for c in dict.fromkeys([*IDS, *run.pipeline.columns, "spectrum_pk"]) if c not in tbl.pixel_columns]
+    job = D.Job(run.pipeline, run.result, {tbl.name: tbl}, read, run.opts, run.model_npix, run.threads)
+    D.remember_model(job, run.model)
+    if tbl.kind == "spectrum":
+        units: Iterator[D.Unit] = D.spectrum_units(tbl.name, snapshot.paths(tbl.name), pks, batch_rows)
+    else:
+        source = rebatch(blocks(snapshot, con, tbl, pks, run.pipeline, batch_rows), batch_rows)
+        units = ((b.table, None, b.meta) for b in source)
+    results = D.processed(client, D.run_unit, units, shared=job)
+    timer = run.timer
+    try:
+        while True:
+            with timer.paused():  # waiting for the workers is neither result time nor overhead
+                done = next(results, None)
+            if done is None:
+                return
+            timer.overhead()  # the coordinator's own bookkeeping
+            timer.overheads += done.overhead  # the worker's read and model load
+            timer.n_results += len(done.ident)
+            yield Block(done.table, done.ident), done.out, done.elapsed
+    finally:
+        results.close()  # cancels the blocks still in flight
+
+
 def _next_run_id(catalog: Catalog) -> int:
     """One more than the largest run_id (call under the writer lock: run rows are written under it)."""
     paths = catalog.store("runs").paths() if catalog.store("runs").exists() else []
@@ -454,8 +513,10 @@ def run_pipeline(
     tag: str = "",
     options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    client: Any = None,
 ) -> RunSummary:
-    """Select, process, commit and record (see the module docstring); returns the run's summary."""
+    """Select, process, commit and record (see the module docstring); returns the run's summary.
+    ``client``: a ``distributed.Client`` whose workers process the blocks (:mod:`.distributed`)."""
     if isinstance(pipeline, Compilation):  # one query over the lake (best)
         from astra_lake.pipelines.compilation import run_compilation
 
@@ -488,7 +549,8 @@ def run_pipeline(
     if total == 0:
         summary.wall_time = time.perf_counter() - t0
         return summary
-    threads = max(1, min(workers or os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    cores = 1 if client is not None else os.cpu_count() or 1  # on Dask: threads per block (a worker runs one per thread)
+    threads = max(1, min(workers or cores, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     grid = schema.table(pipeline.model_table).grid if pipeline.model_table else None
     model_npix = grid.npix if grid is not None else None
     record = {
@@ -499,7 +561,8 @@ def run_pipeline(
         "model_sha256": hashes.get("model"),
         "options": json.dumps(
             {**{k: v for k, v in opts.items()}, **{f"{k}_sha256": h for k, h in hashes.items()}}
-            | {"where": where, "tables": tables, "force": force, "tag": tag, "batch_rows": batch_rows},
+            | {"where": where, "tables": tables, "force": force, "tag": tag, "batch_rows": batch_rows}
+            | ({"dask": client.scheduler.address} if client is not None else {}),
             sort_keys=True,
             default=str,
         ),
@@ -513,6 +576,7 @@ def run_pipeline(
     }
     opts["workers"] = threads
     model = pipeline.load(opts)  # a model that cannot be loaded stops the run before anything is written
+    run = _Process(pipeline, result, model, opts, model_npix, threads, timer)
     with timer.paused(), catalog.writing():
         run_id = _next_run_id(catalog)
         Writer(catalog).upsert("runs", pa.Table.from_pylist([{**record, "run_id": run_id, "status": "running"}]))
@@ -525,10 +589,11 @@ def run_pipeline(
             keys = TaskKeys(catalog, con, pipeline, version // 1000)
             job = bar.add_task(f"{pipeline.name}", total=total)
             for t in tables:
-                for block in rebatch(blocks(snapshot, con, schema.table(t), todo[t], pipeline, batch_rows), batch_rows):
-                    timer.overhead()
-                    out = process_block(pipeline, result, block, model, opts, model_npix)
-                    elapsed = timer.results(len(block)) * threads
+                if client is None:
+                    source = _processed(blocks(snapshot, con, schema.table(t), todo[t], pipeline, batch_rows), batch_rows, run)
+                else:
+                    source = _distributed(client, snapshot, con, schema.table(t), todo[t], batch_rows, run)
+                for block, out, elapsed in source:
                     batches.add(block, out, keys.of(block.column("spectrum_pk")), elapsed)
                     bar.advance(job, len(block))
                     if batches.pending >= batch_rows:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -148,8 +149,11 @@ def create_release(
     v_astra: str | None = None,
     progress: bool = False,
     on_file: Callable[[str], None] | None = None,
+    client: Any = None,
 ) -> Manifest:
-    """Write release ``name`` of tag ``tag`` into ``out`` (which must not exist or be empty)."""
+    """Write release ``name`` of tag ``tag`` into ``out`` (which must not exist or be empty). ``client``: a
+    ``distributed.Client`` whose workers write the summary FITS files and the Parquet / HATS tables into the
+    release's (shared) partial folder; this process lists, checksums and renames it into place."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReleaseError(f"{out}: exists and is not an empty folder; a release is written into a new folder")
@@ -180,7 +184,8 @@ def create_release(
     )
     try:
         with _progress(progress) as bars:
-            _write_formats(ctx, chosen, manifest, bars, on_file or (lambda _p: None))
+            spec = _Spec(catalog.root, tag, rf, partial, created, ctx.v_astra, tuple(tables)) if client is not None else None
+            _write_formats(ctx, chosen, manifest, bars, on_file or (lambda _p: None), client, spec)
         manifest.files = [
             {"path": p.relative_to(partial).as_posix(), "size": p.stat().st_size, "sha256": sha256_of(p)}
             for p in sorted(partial.rglob("*"))
@@ -196,8 +201,49 @@ def create_release(
     return manifest
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """What a Dask worker needs to see the release as the coordinator does."""
+
+    lake: Path
+    tag: str
+    filter: ReleaseFilter
+    root: Path
+    created: dt.datetime
+    v_astra: str
+    tables: tuple[str, ...]
+
+
+_LOCAL = threading.local()  # one context per worker thread: a DuckDB connection serves one call at a time
+
+
+def _context(spec: _Spec) -> ReleaseContext:
+    if getattr(_LOCAL, "spec", None) != spec:  # one per release per worker thread (a snapshot and its filtered views)
+        snapshot = Snapshot(Catalog.open(spec.lake), spec.tag)
+        con = release_connection(snapshot, spec.filter)
+        _LOCAL.spec = spec
+        _LOCAL.ctx = ReleaseContext(snapshot, spec.filter, spec.root, spec.created, spec.v_astra, list(spec.tables), con)
+    ctx: ReleaseContext = _LOCAL.ctx
+    return ctx
+
+
+def _summary_unit(spec: _Spec, product: str, rel: str, v: str, mm: int | None) -> dict[str, int]:
+    ctx = _context(spec)
+    return write_summary(ctx, load_products(ctx.schema)[product], ctx.root / "fits" / rel, v, mm)
+
+
+def _table_unit(spec: _Spec, table: str, parquet: Path | None, hats: Path | None) -> int:
+    return write_table(_context(spec), table, parquet, hats)
+
+
 def _write_formats(
-    ctx: ReleaseContext, formats: list[str], manifest: Manifest, bars: Progress | None, on_file: Callable[[str], None]
+    ctx: ReleaseContext,
+    formats: list[str],
+    manifest: Manifest,
+    bars: Progress | None,
+    on_file: Callable[[str], None],
+    client: Any = None,
+    spec: _Spec | None = None,
 ) -> None:
     def task(label: str, total: int | None) -> Callable[[], None]:
         if bars is None:
@@ -209,8 +255,17 @@ def _write_formats(
         products = load_products(ctx.schema)
         summaries = [(p, f) for p in products.values() if p.per != "source" for f in summary_files(ctx, p)]
         step = task("FITS summary files", len(summaries))
-        for product, (rel, v, mm) in summaries:
-            manifest.rows[f"fits/{rel}"] = write_summary(ctx, product, ctx.root / "fits" / rel, v, mm)
+        if client is None:
+            written: Iterable[dict[str, int]] = (
+                write_summary(ctx, product, ctx.root / "fits" / rel, v, mm) for product, (rel, v, mm) in summaries
+            )
+        else:
+            from astra_lake.pipelines.distributed import processed
+
+            units = ((p.name, rel, v, mm) for p, (rel, v, mm) in summaries)
+            written = processed(client, _summary_unit, units, shared=spec)
+        for (_, (rel, _v, _mm)), hdu_rows in zip(summaries, written, strict=True):
+            manifest.rows[f"fits/{rel}"] = hdu_rows
             on_file(f"fits/{rel}")
             step()
         for product in (p for p in products.values() if p.per == "source"):
@@ -225,10 +280,21 @@ def _write_formats(
     tabular = [f for f in ("parquet", "hats") if f in formats]
     if tabular:
         step = task(f"{' and '.join(tabular).replace('parquet', 'Parquet').replace('hats', 'HATS')} tables", len(ctx.tables))
-        for t in ctx.tables:
-            parquet = ctx.root / "parquet" / f"{t}.parquet" if "parquet" in formats else None
-            hats = ctx.root / "hats" / t if "hats" in formats else None
-            rows = write_table(ctx, t, parquet, hats)
+        targets = [
+            (
+                t,
+                ctx.root / "parquet" / f"{t}.parquet" if "parquet" in formats else None,
+                ctx.root / "hats" / t if "hats" in formats else None,
+            )
+            for t in ctx.tables
+        ]
+        if client is None:
+            counts: Iterable[int] = (write_table(ctx, *target) for target in targets)
+        else:
+            from astra_lake.pipelines.distributed import processed
+
+            counts = processed(client, _table_unit, iter(targets), shared=spec)
+        for (t, parquet, hats), rows in zip(targets, counts, strict=True):
             for key in (f"parquet/{t}.parquet" if parquet else None, f"hats/{t}" if hats else None):
                 if key:
                     manifest.rows[key] = {"rows": rows}
