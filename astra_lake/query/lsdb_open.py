@@ -47,6 +47,8 @@ def open_lsdb(snapshot: Snapshot, table: str, columns: list[str] | None = None) 
     if columns is not None and (unknown := [c for c in columns if c not in {*full.columns, "_healpix_29"}]):
         raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(full.columns)}")
     files = snapshot.files(table)
+    if not files:
+        raise InvalidArgumentError(f"{table} has no rows at lake version {snapshot.version or 'latest'}: nothing to open in lsdb")
     leaves = sorted({(f.norder, f.npix) for f in files})
     paths = snapshot.paths(table)
     leaf_paths = [[p for p, f in zip(paths, files, strict=True) if (f.norder, f.npix) == leaf] for leaf in leaves]

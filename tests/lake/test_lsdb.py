@@ -120,8 +120,10 @@ def test_cone_search_equals_lake_cone(tagged: Lake, table: str) -> None:
     assert seen > 0
 
 
-def test_tables_without_a_position_and_unknown_columns_are_refused(tagged: Lake) -> None:
+def test_tables_without_a_position_or_rows_and_unknown_columns_are_refused(tagged: Lake) -> None:
     with pytest.raises(InvalidArgumentError, match="no sky position"):
         tagged.lsdb("runs")
+    with pytest.raises(InvalidArgumentError, match="no rows"):
+        tagged.lsdb("the_payne", TAG)
     with pytest.raises(InvalidArgumentError, match="no column"):
         tagged.lsdb("aspcap", columns=["teff", "nope"])
