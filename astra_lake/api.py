@@ -20,6 +20,7 @@ from astra_lake.query.snapshot import Snapshot
 
 if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load with the methods that need them
     import duckdb
+    import lsdb
     import polars as pl
     import pyarrow as pa
 
@@ -294,6 +295,13 @@ class Lake:
         from astra_lake.query.spectra import cone
 
         return cone(self.snapshot(version), table, ra, dec, radius_deg, columns)
+
+    def lsdb(self, table: str, version: Version = None, *, columns: list[str] | None = None) -> lsdb.Catalog:
+        """A table at a version or tag as a lazy ``lsdb.Catalog`` over exactly that snapshot's files, with
+        flags and ``ra``/``dec`` (of the source, for spectra and results): crossmatch it, cone-search it."""
+        from astra_lake.query.lsdb_open import open_lsdb
+
+        return open_lsdb(self.snapshot(version), table, columns)
 
     def apply(
         self,
