@@ -299,6 +299,7 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         out["vacuum_files"] = sum(len(v) for v in gone.values())
         out["vacuum_freed"] = before - disk_bytes(root / "lake")
         out["lake_disk"] = disk_bytes(root / "lake")
+        out["tables_disk"] = {t: disk_bytes(lake.catalog.store(t).root) for t in ("source", "apogee_star", "aspcap")}
 
     wall: dict[str, float] = {}
     for name, fn in phases:
@@ -345,7 +346,9 @@ def _fmt(r: dict[str, Any]) -> dict[str, str]:
         "automatic compactions, s (results / spectra)": lambda: (
             f"{r['results']['compact_s']:.0f} / {r['spectra']['compact_s']:.0f}"
         ),
-        "disk after writes, GB (results / spectra)": lambda: f"{r['results_disk'] / 1e9:.2f} / {r['spectra_disk'] / 1e9:.2f}",
+        "disk after writes (superseded files kept until vacuum), GB (results / spectra)": lambda: (
+            f"{r['results_disk'] / 1e9:.2f} / {r['spectra_disk'] / 1e9:.2f}"
+        ),
         "files after writes (source / apogee_star / aspcap)": lambda: " / ".join(str(v) for v in r["files_written"].values()),
         "export of results to plain Parquet (DuckDB COPY), s; its size, GB": lambda: (
             f"{r['export_s']:.1f}; {r['plain_disk'] / 1e9:.2f}"
@@ -366,6 +369,9 @@ def _fmt(r: dict[str, Any]) -> dict[str, str]:
             f"{r['vacuum_s']:.1f}; {r['vacuum_files']:,}, {r['vacuum_freed'] / 1e9:.2f}"
         ),
         "lake on disk after vacuum, GB": lambda: f"{r['lake_disk'] / 1e9:.2f}",
+        "after vacuum, GB (source / apogee_star / aspcap)": lambda: " / ".join(
+            f"{v / 1e9:.2f}" for v in r["tables_disk"].values()
+        ),
         "peak RSS per phase, MB": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["peak_mb"].items()),
         "wall per phase, s": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["phase_s"].items()),
         "load average (start / end), 2 cores": lambda: f"{r['load_start']:.1f} / {r.get('load_end', float('nan')):.1f}",
