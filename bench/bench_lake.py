@@ -74,18 +74,22 @@ def streaming_upsert(path: str, n: int, batch: int = 100_000) -> dict[str, float
     return _rates(lake, n, time.perf_counter() - t)
 
 
-def _rates(lake: Lake, n: int, seconds: float) -> dict[str, float]:
-    """Rows/s with and without the automatic compactions (each timed from the commit before it to its
-    own, in the lake log), and peak RSS."""
+def compacting_seconds(lake: Lake, table: str | None = None) -> float:
+    """Seconds spent in the automatic compactions (of ``table``, or all), each timed from the commit
+    before it to its own, in the lake log."""
     import datetime as dt
     import itertools
 
-    commits = lake.versions()
-    compacting = sum(
+    return sum(
         (dt.datetime.fromisoformat(c.time) - dt.datetime.fromisoformat(prev.time)).total_seconds()
-        for prev, c in itertools.pairwise(commits)
-        if c.operation == "compact"
+        for prev, c in itertools.pairwise(lake.versions())
+        if c.operation == "compact" and table in (None, c.table)
     )
+
+
+def _rates(lake: Lake, n: int, seconds: float) -> dict[str, float]:
+    """Rows/s with and without the automatic compactions, and peak RSS."""
+    compacting = compacting_seconds(lake)
     return {"per_s": n / seconds, "per_s_writes_only": n / (seconds - compacting), "peak_mb": own_peak_mb()}
 
 

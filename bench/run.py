@@ -7,6 +7,7 @@
     python bench/run.py release         # release export (astraAllStarASPCAP FITS) against astropy
     python bench/run.py import          # import-postgres vs COPY ... TO (1 M ASPCAP rows)
     python bench/run.py dask            # lake.run on 1 and 2 dask.distributed workers, as a ratio
+    python bench/run.py rehearsal --scale 0.25,1   # survey-scale rehearsal (opt-in; hours at full size)
 
 Timings are medians of repeated runs on a shared machine: compare ratios within one run, not runs.
 """
@@ -31,6 +32,7 @@ import bench_kernels
 import bench_lake
 import bench_nn
 import bench_pipelines
+import bench_rehearsal
 import bench_release
 import bench_scan
 
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--summary-rows", default=None, help="rows of the summary-ingest files (default 100000,1000000; quick 20000)")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--lake", type=Path, default=None, help="demo lake for the cli rows (default: build one)")
+    ap.add_argument("--scale", default="0.25,1", help="rehearsal sizes, fractions of 10 M results + 200 k spectra")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "latest.md")
     args = ap.parse_args()
     rows = args.rows or (200_000 if args.quick else 2_000_000)
@@ -82,6 +85,9 @@ def main() -> None:
             out += ["## Pipelines", "", *bench_pipelines.run(args.quick), ""]
         if "import" in args.what and not args.no_postgres:
             out += ["## Import from PostgreSQL", "", *bench_import.run(work, 100_000 if args.quick else 1_000_000), ""]
+        if "rehearsal" in args.what:  # never by default: tens of GB and hours at full size
+            scales = [float(x) for x in args.scale.split(",")]
+            out += ["## Survey-scale rehearsal", "", *bench_rehearsal.run(work, scales), ""]
         if "nn" in args.what:
             out += ["## Neural networks and template fits", "", *bench_nn.run(64 if args.quick else 256), ""]
         if "dask" in args.what:

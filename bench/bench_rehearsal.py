@@ -1,0 +1,438 @@
+"""A survey-scale rehearsal: build a lake of 10,000,000 ASPCAP results and 200,000 APOGEE spectra
+(~20 GB of decoded pixels) streaming, with the automatic compaction on, then measure what operators
+and scientists do with it.
+
+    python bench/bench_rehearsal.py --scale 0.01          # smoke run: 100,000 results, 2,000 spectra
+    python bench/bench_rehearsal.py --scale 0.25,1        # 1/4 and full size (the issue's sizes; hours)
+    python bench/run.py rehearsal --scale 0.25,1          # the same, as a bench/run.py target (opt-in)
+
+Each size runs in a fresh process (its peak RSS is its own; a sampling thread records the peak of each
+phase and stops the run above ``--max-rss-gb``). Data are generated batch by batch
+(``astra_lake.ingest.synthetic``), never held whole. Reported: write rates (rows/s and MB/s of Arrow
+input, with and without generation and the automatic compactions), the flag-filtered count and a
+flag group-by vs DuckDB on a plain Parquet export of the same rows, one-source lookups, the full scan
+(``lake.spectra_batches``), ``compact`` and ``vacuum`` times, disk use, and peak memory per phase.
+Per-size figures are kept as JSON in ``bench/results/`` and appended as a table with ``--append``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_lake import BAD_MASK, Q_COUNT, Q_GROUP, aspcap_rows, compacting_seconds, in_child, interleaved, lookup_vs_fits
+
+from astra_lake import Lake
+from astra_lake.ingest import synthetic as S
+from astra_lake.lake.writer import parquet_scan
+
+FULL_RESULTS = 10_000_000
+FULL_SPECTRA = 200_000
+RESULT_BATCH = 100_000  # rows generated at a time
+COMMIT_ROWS = 1_000_000  # results per upsert call (one commit each), as a pipeline run commits
+SPECTRA_BATCH = 2_000  # spectra generated and written (one commit) at a time
+SOURCE_BATCH = 100_000
+DUCKDB_MEMORY = "4GB"  # the plain-Parquet connections' memory limit (DuckDB's default is 80 % of RAM)
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+class Memory:
+    """Samples this process's RSS every ``every`` s; ``phase(name)`` records the peak inside it. Above
+    ``limit_mb`` the run stops (exit code 3) rather than push the machine into swap or the OOM killer."""
+
+    def __init__(self, limit_mb: float, every: float = 0.05) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.limit_mb, self.every = limit_mb, every
+        self.peaks: dict[str, float] = {}
+        self._current = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            mb = self._proc.memory_info().rss / 2**20
+            self._current = max(self._current, mb)
+            if mb > self.limit_mb:
+                print(f"rehearsal: RSS {mb:,.0f} MB above the {self.limit_mb:,.0f} MB limit; stopping", flush=True)
+                os._exit(3)
+
+    @property
+    def current(self) -> float:
+        """Peak RSS (MB) of the phase running now."""
+        return self._current
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._current = self._proc.memory_info().rss / 2**20
+        try:
+            yield
+        finally:
+            self.peaks[name] = max(self._current, self._proc.memory_info().rss / 2**20)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Timed:
+    """Wraps an iterator of Arrow tables, adding up the seconds spent producing them and their bytes."""
+
+    def __init__(self, it: Iterator[pa.Table]) -> None:
+        self._it, self.seconds, self.nbytes, self.rows = it, 0.0, 0, 0
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        while True:
+            t = time.perf_counter()
+            try:
+                b = next(self._it)
+            except StopIteration:
+                self.seconds += time.perf_counter() - t
+                return
+            self.seconds += time.perf_counter() - t
+            self.nbytes += b.nbytes
+            self.rows += b.num_rows
+            yield b
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def n_files(lake: Lake) -> dict[str, int]:
+    snap = lake.snapshot()
+    return {t: len(snap.files(t)) for t in ("source", "apogee_star", "aspcap")}
+
+
+def write_results(lake: Lake, n: int, report: Callable[[dict[str, float]], None]) -> None:
+    """Upsert ``n`` ASPCAP results, one commit per COMMIT_ROWS, generated RESULT_BATCH rows at a time;
+    ``report`` gets the figures so far after each commit."""
+    wall = gen = nbytes = 0.0
+    for first in range(0, n, COMMIT_ROWS):
+        last = min(first + COMMIT_ROWS, n)
+        rows = Timed(aspcap_rows(min(RESULT_BATCH, last - s), seed=s, first=s + 1) for s in range(first, last, RESULT_BATCH))
+        t = time.perf_counter()
+        lake.upsert("aspcap", rows, batch_rows=RESULT_BATCH)
+        wall += time.perf_counter() - t
+        gen += rows.seconds
+        nbytes += rows.nbytes
+        compact = compacting_seconds(lake, "aspcap")
+        report({"rows": last, "wall_s": wall, "gen_s": gen, "compact_s": compact, "arrow_bytes": nbytes})
+
+
+def write_spectra(lake: Lake, n: int, report: Callable[[dict[str, float]], None]) -> None:
+    """Sources (SOURCE_BATCH per commit), then ``n`` APOGEE spectra, SPECTRA_BATCH per commit;
+    ``report`` gets the figures so far every 10 commits and at the end."""
+    t = time.perf_counter()
+    for first in range(0, n, SOURCE_BATCH):
+        lake.write("source", S.sources(min(SOURCE_BATCH, n - first), seed=first, first_sdss_id=first + 1))
+    sources_s = time.perf_counter() - t
+    spectra = Timed(S.spectra("apogee_star", np.arange(1, n + 1, dtype=np.int64), seed=6, batch=SPECTRA_BATCH))
+    t = time.perf_counter()
+    for i, batch in enumerate(spectra):
+        lake.write("apogee_star", batch)
+        if i % 10 == 9 or spectra.rows == n:
+            report(
+                {
+                    "rows": spectra.rows,
+                    "wall_s": time.perf_counter() - t,
+                    "gen_s": spectra.seconds,
+                    "compact_s": compacting_seconds(lake, "apogee_star"),
+                    "arrow_bytes": float(spectra.nbytes),
+                    "sources_s": sources_s,
+                }
+            )
+
+
+def queries(lake: Lake, plain: Path, repeats: int) -> dict[str, float]:
+    """Medians (in turns) of the flag-filtered count and the flag group-by, lake views vs plain Parquet."""
+    con = lake.connect()  # the lake's connection (configuration locked: DuckDB's default memory limit)
+    other = duckdb.connect()
+    other.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    src = f"read_parquet('{plain}')"
+    plain_count = f"SELECT count(*) FROM {src} WHERE (result_flags & {BAD_MASK}) = 0 AND teff BETWEEN 4000 AND 6000"
+    counts = con.execute(Q_COUNT.format(t="aspcap")).fetchone(), other.execute(plain_count).fetchone()
+    assert counts[0] == counts[1], counts  # the same rows, the same answer
+    groups = con.execute(Q_GROUP.format(t="aspcap")).fetchall(), other.execute(Q_GROUP.format(t=src)).fetchall()
+    assert groups[0] == groups[1]
+    side = interleaved(
+        {
+            "lake_count": lambda: con.execute(Q_COUNT.format(t="aspcap")).fetchall(),
+            "plain_count": lambda: other.execute(plain_count).fetchall(),
+            "lake_group": lambda: con.execute(Q_GROUP.format(t="aspcap")).fetchall(),
+            "plain_group": lambda: other.execute(Q_GROUP.format(t=src)).fetchall(),
+        },
+        repeats,
+    )
+    return side | {"count": float(counts[0][0])}  # type: ignore[index]
+
+
+def export_plain(lake: Lake, dst: Path) -> float:
+    """The aspcap table's stored rows as one plain zstd Parquet file (DuckDB COPY, bounded memory)."""
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'; SET preserve_insertion_order = false; SET enable_progress_bar = false")
+    t = time.perf_counter()
+    scan = parquet_scan(lake.snapshot().paths("aspcap"), options="union_by_name = true")
+    con.execute(f"COPY (SELECT * FROM {scan}) TO '{dst}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+    return time.perf_counter() - t
+
+
+def result_lookups(lake: Lake, ids: np.ndarray) -> float:
+    """Median seconds of one source's ASPCAP rows (every column) by sdss_id through the lake's SQL view."""
+    con = lake.connect()
+    q = "SELECT * FROM aspcap WHERE sdss_id = ?"
+    con.execute(q, [int(ids[0])]).fetchall()
+    times = []
+    for sid in ids:
+        t = time.perf_counter()
+        assert con.execute(q, [int(sid)]).fetchall()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def full_scan(lake: Lake, repeats: int) -> tuple[float, int]:
+    """Median seconds of reading every spectrum's flux + ivar + pixel_flags into numpy, and the count."""
+    times, n = [], 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n = sum(len(b) for b in lake.spectra_batches("apogee_star"))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), n
+
+
+def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
+    """Build the lake at ``scale`` of the full size in ``workdir`` and measure it (meant for a fresh process).
+    The figures so far are saved after every phase and commit of the writes (a run stopped midway keeps them)."""
+    mem = Memory(max_rss_gb * 1024)
+    root = Path(workdir)
+    n_res, n_spec = max(int(FULL_RESULTS * scale), 1000), max(int(FULL_SPECTRA * scale), 200)
+    out: dict[str, Any] = {"scale": scale, "n_results": n_res, "n_spectra": n_spec, "load_start": os.getloadavg()[0]}
+    out["time"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    saved = RESULTS_DIR / f"rehearsal-{scale:g}.json"
+    RESULTS_DIR.mkdir(exist_ok=True)
+
+    def save(key: str | None = None, value: object = None) -> None:
+        if key is not None:
+            out[key] = value
+        out["peak_mb"] = mem.peaks | {"(phase running)": mem.current}
+        saved.write_text(json.dumps(out, indent=1))
+
+    lake = Lake.init(root / "lake")
+    repeats = 5 if n_res <= 2_500_000 else 3
+    phases: list[tuple[str, Callable[[], None]]] = []
+
+    def phase(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+        def add(fn: Callable[[], None]) -> Callable[[], None]:
+            phases.append((name, fn))
+            return fn
+
+        return add
+
+    @phase("write results")
+    def _() -> None:
+        write_results(lake, n_res, lambda d: save("results", d))
+        out["results_disk"] = disk_bytes(lake.catalog.store("aspcap").root)
+
+    @phase("write spectra")
+    def _() -> None:
+        write_spectra(lake, n_spec, lambda d: save("spectra", d))
+        out["spectra_disk"] = disk_bytes(lake.catalog.store("apogee_star").root)
+        out["files_written"] = n_files(lake)
+
+    @phase("export plain Parquet")
+    def _() -> None:
+        out["export_s"] = export_plain(lake, root / "aspcap_plain.parquet")
+        out["plain_disk"] = (root / "aspcap_plain.parquet").stat().st_size
+
+    @phase("queries")
+    def _() -> None:
+        out["queries"] = queries(lake, root / "aspcap_plain.parquet", repeats)
+
+    @phase("lookups")
+    def _() -> None:
+        rng = np.random.default_rng(1)
+        sample = rng.choice(np.arange(1, n_spec + 1), min(50, n_spec), replace=False)
+        lat_lake, lat_fits = lookup_vs_fits(lake, sample, root / "fits")
+        out["lookup_spectra_s"], out["lookup_fits_s"] = statistics.median(lat_lake), statistics.median(lat_fits)
+        out["lookup_result_s"] = result_lookups(lake, rng.choice(np.arange(1, n_res + 1), 20, replace=False))
+        shutil.rmtree(root / "fits", ignore_errors=True)
+
+    @phase("full scan")
+    def _() -> None:
+        seconds, n = full_scan(lake, 3 if n_spec <= 20_000 else 1)
+        assert n == n_spec, (n, n_spec)
+        out["scan_s"] = seconds
+
+    @phase("compact")
+    def _() -> None:
+        t = time.perf_counter()
+        lake.compact()
+        out["compact_s"] = time.perf_counter() - t
+        out["files_compacted"] = n_files(lake)
+
+    @phase("vacuum")
+    def _() -> None:
+        before = disk_bytes(root / "lake")
+        t = time.perf_counter()
+        gone = lake.vacuum(retention_hours=0, dry_run=False)
+        out["vacuum_s"] = time.perf_counter() - t
+        out["vacuum_files"] = sum(len(v) for v in gone.values())
+        out["vacuum_freed"] = before - disk_bytes(root / "lake")
+        out["lake_disk"] = disk_bytes(root / "lake")
+        out["tables_disk"] = {t: disk_bytes(lake.catalog.store(t).root) for t in ("source", "apogee_star", "aspcap")}
+
+    wall: dict[str, float] = {}
+    for name, fn in phases:
+        print(f"rehearsal {scale}: {name} ...", flush=True)
+        t = time.perf_counter()
+        with mem.phase(name):
+            fn()
+        wall[name] = time.perf_counter() - t
+        out["phase_s"] = wall
+        save()
+    mem.stop()
+    out["peak_mb"], out["load_end"], out["complete"] = mem.peaks, os.getloadavg()[0], True
+    saved.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _fmt(r: dict[str, Any]) -> dict[str, str]:
+    """The table's cells of one size ("not reached" for figures of phases a stopped run did not reach)."""
+    decoded_gb = r["n_spectra"] * 8575 * 4 * 3 / 1e9
+
+    def rates(d: dict[str, float], target: int) -> str:
+        walls = (d["wall_s"], d["wall_s"] - d["gen_s"], d["wall_s"] - d["gen_s"] - d["compact_s"])
+        partial = "" if d["rows"] == target else f" (stopped after {d['rows']:,.0f})"
+        return " / ".join(f"{d['rows'] / w:,.0f}" for w in walls) + partial
+
+    def mbs(d: dict[str, float]) -> str:
+        return f"{d['arrow_bytes'] / 1e6 / (d['wall_s'] - d['gen_s']):,.0f}"
+
+    def side(q: dict[str, float], what: str) -> str:
+        lake, plain = q[f"lake_{what}"], q[f"plain_{what}"]
+        return f"{lake * 1e3:,.0f} ms / {plain * 1e3:,.0f} ms ({lake / plain:.2f}x)"
+
+    cells: dict[str, Callable[[], str]] = {
+        "results (ASPCAP rows x 223 columns)": lambda: f"{r['n_results']:,}",
+        "spectra (APOGEE, 8575 px)": lambda: f"{r['n_spectra']:,} ({decoded_gb:.1f} GB decoded)",
+        "results upsert, rows/s: all / without generation / without generation and compactions": lambda: rates(
+            r["results"], r["n_results"]
+        ),
+        "results upsert, MB/s of Arrow input (without generation)": lambda: mbs(r["results"]),
+        "spectra append, spectra/s: all / without generation / without generation and compactions": lambda: rates(
+            r["spectra"], r["n_spectra"]
+        ),
+        "spectra append, MB/s of Arrow input (without generation)": lambda: mbs(r["spectra"]),
+        "automatic compactions, s (results / spectra)": lambda: " / ".join(
+            f"{r[k]['compact_s']:.0f}" if k in r else "not reached" for k in ("results", "spectra")
+        ),
+        "disk after writes (superseded files kept until vacuum), GB (results / spectra)": lambda: (
+            f"{r['results_disk'] / 1e9:.2f} / {r['spectra_disk'] / 1e9:.2f}"
+        ),
+        "files after writes (source / apogee_star / aspcap)": lambda: " / ".join(str(v) for v in r["files_written"].values()),
+        "export of results to plain Parquet (DuckDB COPY), s; its size, GB": lambda: (
+            f"{r['export_s']:.1f}; {r['plain_disk'] / 1e9:.2f}"
+        ),
+        "flag-filtered count: lake / plain Parquet (ratio)": lambda: side(r["queries"], "count"),
+        "flag group-by (28 bits): lake / plain Parquet (ratio)": lambda: side(r["queries"], "group"),
+        "one source's spectra: lake.spectra / its own FITS file (median of 50)": lambda: (
+            f"{r['lookup_spectra_s'] * 1e3:.1f} ms / {r['lookup_fits_s'] * 1e3:.1f} ms"
+        ),
+        "one source's ASPCAP row by sdss_id, SQL view (median of 20)": lambda: f"{r['lookup_result_s'] * 1e3:,.0f} ms",
+        "full scan, lake.spectra_batches (flux+ivar+flags), GB/s decoded": lambda: (
+            f"{decoded_gb / r['scan_s']:.2f} ({r['scan_s']:.0f} s)"
+        ),
+        "compact (whole lake), s; files after": lambda: (
+            f"{r['compact_s']:.1f}; {' / '.join(str(v) for v in r['files_compacted'].values())}"
+        ),
+        "vacuum (retention 0), s; files deleted, GB freed": lambda: (
+            f"{r['vacuum_s']:.1f}; {r['vacuum_files']:,}, {r['vacuum_freed'] / 1e9:.2f}"
+        ),
+        "lake on disk after vacuum, GB": lambda: f"{r['lake_disk'] / 1e9:.2f}",
+        "after vacuum, GB (source / apogee_star / aspcap)": lambda: " / ".join(
+            f"{v / 1e9:.2f}" for v in r["tables_disk"].values()
+        ),
+        "peak RSS per phase, MB": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["peak_mb"].items()),
+        "wall per phase, s": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["phase_s"].items()),
+        "load average (start / end), 2 cores": lambda: f"{r['load_start']:.1f} / {r.get('load_end', float('nan')):.1f}",
+    }
+    out = {}
+    for k, fn in cells.items():
+        try:
+            out[k] = fn()
+        except KeyError:
+            out[k] = "not reached"
+    return out
+
+
+def table(runs: list[dict[str, Any]]) -> list[str]:
+    """One markdown table: a row per figure, a column per size."""
+    cells = [_fmt(r) for r in runs]
+    head = [f"scale {r['scale']:g} ({r['time']})" for r in runs]
+    lines = ["| figure | " + " | ".join(head) + " |", "|---|" + "---:|" * len(runs)]
+    lines += [f"| {k} | " + " | ".join(c[k] for c in cells) + " |" for k in cells[0]]
+    return lines
+
+
+def run(workdir: Path, scales: list[float], max_rss_gb: float = 8.0) -> list[str]:
+    """Each size in a fresh process, in turn; its lake is deleted before the next."""
+    runs = []
+    for scale in scales:
+        d = workdir / f"rehearsal-{scale:g}"
+        try:
+            r = in_child(run_scale, str(d), scale, max_rss_gb)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        runs.append(r)
+        print("\n".join(table(runs)), flush=True)
+    return [
+        f"### Rehearsal ({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()})",
+        "",
+        *table(runs),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", default="0.25,1", help="sizes as fractions of the full size, comma-separated")
+    ap.add_argument("--max-rss-gb", type=float, default=8.0, help="stop a size whose RSS goes above this")
+    ap.add_argument("--workdir", type=Path, default=None, help="parent of the lakes (default: a new /tmp/rehearsal-*)")
+    ap.add_argument("--append", type=Path, default=None, help="append the table to this markdown file")
+    ap.add_argument("--table", nargs="*", type=float, help="only print the table of these stored sizes")
+    args = ap.parse_args()
+    if args.table:
+        lines = table([json.loads((RESULTS_DIR / f"rehearsal-{s:g}.json").read_text()) for s in args.table])
+    else:
+        work = Path(tempfile.mkdtemp(prefix="rehearsal-", dir=args.workdir))
+        try:
+            lines = run(work, [float(s) for s in args.scale.split(",")], args.max_rss_gb)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(lines))
+    if args.append:
+        with args.append.open("a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
