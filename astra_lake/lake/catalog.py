@@ -96,7 +96,13 @@ class Catalog:
                 (root / "_meta").mkdir(exist_ok=True)
                 schema = schema or load_schema()
                 digest = store_schema(root / "_meta", schema)
-                info = {"format": FORMAT, "schema_version": schema.version, "schema": digest, "created": _now(), **(settings or {})}
+                info = {
+                    "format": FORMAT,
+                    "schema_version": schema.version,
+                    "schema": digest,
+                    "created": _now(),
+                    **(settings or {}),
+                }
                 atomic_write_text(marker, json.dumps(info, indent=1))
         except OSError as exc:
             raise storage_error(exc, root, "cannot create a lake") from None

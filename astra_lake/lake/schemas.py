@@ -119,6 +119,7 @@ def from_declarations(data: dict[str, Any], directory: Path | None = None) -> Sc
         grids={name: Grid(**g) for name, g in data["grids"].items()},
         targeting=package.targeting,
         directory=directory or schema_dir(),
+        roles=package.roles,  # the lake's own handling of its columns: the package's
         version=int(data["schema_version"]),
     )
 

@@ -380,7 +380,14 @@ def parse_schema(root: Path) -> Schema:
             raise SchemaError(f"{path}: name {decl.name!r} must equal the file name {path.stem!r}")
         tables[path.stem] = _table(decl, common, sets, grids)
     targeting = _targeting(root / "sdss5_targeting_bits.csv")
-    return Schema(tables=tables, grids=grids, targeting=targeting, directory=root, roles=_roles(common, tables), version=common.schema_version)
+    return Schema(
+        tables=tables,
+        grids=grids,
+        targeting=targeting,
+        directory=root,
+        roles=_roles(common, tables),
+        version=common.schema_version,
+    )
 
 
 def _roles(common: CommonDecl, tables: dict[str, Table]) -> Roles:
