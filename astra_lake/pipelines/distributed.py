@@ -140,12 +140,13 @@ Unit = tuple[str, list[Piece] | None, pa.Table | None]
 def processed(
     client: Any, fn: Callable[..., Any], units: Iterable[tuple[Any, ...]], *, shared: Any = None, window: int | None = None
 ) -> Generator[Any, None, None]:
-    """``fn(shared, *unit)`` (``fn(*unit)`` without ``shared``, which is sent to every worker once) of
-    each unit, computed on the cluster and yielded in the units' order, with at most ``window`` units in
-    flight (default: twice the cluster's threads), so the coordinator's memory stays bounded."""
+    """``fn(shared, *unit)`` (``fn(*unit)`` without ``shared``; ``shared`` is put on the cluster once and
+    fetched by each worker) of each unit, computed on the cluster and yielded in the units' order, with at
+    most ``window`` units in flight (default: twice the cluster's threads), so the coordinator's memory stays bounded."""
     distributed = _distributed()
     window = window or 2 * max(1, sum(client.nthreads().values()))
-    first = () if shared is None else (client.scatter(shared, broadcast=True, hash=False),)
+    # a computed future rather than scattered data: if the worker holding it dies, dask recomputes it elsewhere
+    first = () if shared is None else (client.submit(_shared, shared, pure=False),)
     pending: deque[Any] = deque()
     try:
         for unit in units:
@@ -157,6 +158,10 @@ def processed(
     finally:
         if pending:
             client.cancel(list(pending))
+
+
+def _shared(value: Any) -> Any:
+    return value
 
 
 def _result(distributed: Any, future: Any) -> Any:
