@@ -16,6 +16,18 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def official_datamodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official SDSS datamodel YAMLs the extracts in data_schema/ come from: bundled (gzipped) in
+    tests/data/sdss_datamodel, unpacked for the test session."""
+    import gzip
+
+    out = tmp_path_factory.mktemp("sdss_datamodel")
+    for packed in sorted((DATA / "sdss_datamodel").glob("*.yaml.gz")):
+        (out / packed.name.removesuffix(".gz")).write_bytes(gzip.decompress(packed.read_bytes()))
+    return out
+
+
+@pytest.fixture(scope="session")
 def sql_con() -> duckdb.DuckDBPyConnection:
     from astra_lake.schema.generate import sql_library_path
 

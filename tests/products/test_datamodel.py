@@ -25,26 +25,15 @@ from astra_lake.schema.products import (
 )
 from tests.products.conftest import TAG
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATED = {"V_ASTRA", "CREATED", "CHECKSUM", "DATASUM"}
-
-
-def _official_datamodel_dir() -> Path | None:
-    for base in (ROOT.parent, ROOT.parent.parent):
-        folder = base / "shared" / "reference" / "sdss_datamodel"
-        if folder.is_dir():
-            return folder
-    return None
 
 
 def test_generated_product_declarations_are_current() -> None:
     assert stale_products() == []
 
 
-def test_datamodel_extracts_equal_the_official_datamodel_files() -> None:
-    folder = _official_datamodel_dir()
-    if folder is None:
-        pytest.skip("the official datamodel YAMLs (shared/reference/sdss_datamodel) are not next to this checkout")
+def test_datamodel_extracts_equal_the_official_datamodel_files(official_datamodel: Path) -> None:
+    folder = official_datamodel
     extracts = sorted((products_dir() / "datamodel").glob("*.json"))
     assert len(extracts) == 25
     for path in extracts:
