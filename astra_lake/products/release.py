@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import astra_lake
 from astra_lake.errors import ReleaseError, VersionNotFoundError
 from astra_lake.lake.catalog import Catalog
+from astra_lake.lake.schemas import schema_hash  # the hash the lake records per commit
 from astra_lake.products.context import ReleaseContext, release_connection
 from astra_lake.products.filters import ReleaseFilter, release_view
 from astra_lake.products.fits_products import summary_files, write_per_source, write_summary
@@ -45,15 +46,6 @@ from astra_lake.schema.versions import int_to_version
 FORMATS = ("fits", "parquet", "hats")
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
-
-
-def schema_hash(schema: Schema) -> str:
-    """sha256 over every file of data_schema/ (relative path and content, in path order)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in schema.directory.rglob("*") if p.is_file()):
-        h.update(path.relative_to(schema.directory).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
