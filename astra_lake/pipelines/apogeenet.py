@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.pipelines.columns import Arrays, no_prediction, set_where, usable
-from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
+from astra_lake.pipelines.columns import Arrays, set_where, usable
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError, predicted
 from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 from astra_lake.schema.loader import load_schema
 
@@ -91,10 +91,9 @@ def load(options: dict[str, Any]) -> ApogeeNet:
 def process(block: Block, net: ApogeeNet, options: dict[str, Any]) -> Output:
     """Labels, noise-model uncertainties and runtime flags; noise draws seeded by ``seed`` and the block's spectra."""
     assert block.flux is not None and block.ivar is not None
-    rng = np.random.default_rng([int(options["seed"]), *block.column("spectrum_pk").tolist()])
+    rng = block.rng(options["seed"])
     out = net.predict(block.flux, block.ivar, draws=int(options["draws"]), rng=rng)
-    flags = out.pop("result_flags")
-    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE))
+    return predicted(out, TABLE)
 
 
 PIPELINE = Pipeline(

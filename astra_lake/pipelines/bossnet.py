@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from astra_lake.errors import ArtefactError
-from astra_lake.pipelines.columns import Arrays, no_prediction, set_where, usable
-from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
+from astra_lake.pipelines.columns import Arrays, set_where, usable
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError, predicted
 from astra_lake.pipelines.onnx import F32
 from astra_lake.pipelines.spectrum_net import LabelStats, SpectrumNet, predict_labels, teff_from_log
 
@@ -132,10 +132,9 @@ def load(options: dict[str, Any]) -> BossNet:
 def process(block: Block, net: BossNet, options: dict[str, Any]) -> Output:
     """Labels, noise-draw uncertainties and runtime flags; draws seeded by ``seed`` and the block's spectra."""
     assert block.flux is not None and block.ivar is not None and block.wavelength is not None
-    rng = np.random.default_rng([int(options["seed"]), *block.column("spectrum_pk").tolist()])
+    rng = block.rng(options["seed"])
     out = net.predict(block.wavelength, block.flux, block.ivar, draws=int(options["draws"]), rng=rng)
-    flags = out.pop("result_flags")
-    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE))
+    return predicted(out, TABLE)
 
 
 PIPELINE = Pipeline(

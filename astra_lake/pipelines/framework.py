@@ -75,6 +75,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from astra_lake.errors import AstraLakeError, UnknownTableError
+from astra_lake.pipelines.columns import NO_PREDICTION, no_prediction
 from astra_lake.schema.loader import Schema
 from astra_lake.schema.versions import int_to_version
 
@@ -103,6 +104,10 @@ class Block:
             raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns")
         return self.meta.column(name).to_numpy(zero_copy_only=False)
 
+    def rng(self, seed: int) -> np.random.Generator:
+        """Random draws reproducible per spectrum: seeded by ``seed`` and the block's spectrum_pk."""
+        return np.random.default_rng([int(seed), *self.column("spectrum_pk").tolist()])
+
     def take(self, rows: npt.ArrayLike) -> Block:
         """The sub-block of the given row positions."""
         idx = np.asarray(rows, dtype=np.int64)
@@ -127,6 +132,13 @@ class Output:
     failed: Mapping[int, str] = field(default_factory=dict)
     model_flux: npt.NDArray[np.floating] | None = None
     continuum: npt.NDArray[np.floating] | None = None
+
+
+def predicted(columns: dict[str, Any], table: str, reason: str = NO_PREDICTION) -> Output:
+    """A predictor's columns as an Output: its ``result_flags`` OR-ed in, and the rows whose
+    ``flag_runtime_exception`` is set failed with ``reason``."""
+    flags = columns.pop("result_flags")
+    return Output(columns=columns, flags={"result_flags": flags}, failed=no_prediction(flags, table, reason))
 
 
 Process = Callable[[Block, Any, dict[str, Any]], Output]

@@ -33,8 +33,8 @@ import numpy.typing as npt
 from astropy.io import fits
 
 from astra_lake.errors import ArtefactError, InputShapeError
-from astra_lake.pipelines.columns import Arrays, no_prediction, set_where
-from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
+from astra_lake.pipelines.columns import Arrays, set_where
+from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError, predicted
 
 TABLE = "mdwarftype"
 FIT_WINDOW = (5000.0, 8800.0)
@@ -228,9 +228,8 @@ def load(options: dict[str, Any]) -> MDwarfType:
 def process(block: Block, model: MDwarfType, options: dict[str, Any]) -> Output:
     assert block.flux is not None and block.ivar is not None and block.wavelength is not None
     out = model.classify(block.wavelength, block.flux, block.ivar)
-    flags = out.pop("result_flags")
     reason = "no usable pixel in 7495-7505 A or too few in 5000-8800 A"
-    return Output(columns=out, flags={"result_flags": flags}, failed=no_prediction(flags, TABLE, reason))
+    return predicted(out, TABLE, reason)
 
 
 PIPELINE = Pipeline(
