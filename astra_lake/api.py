@@ -240,25 +240,74 @@ class Lake:
         ``catalogid``; an identifier several sources share returns the spectra of all of them
         (``meta["source_pk"]`` tells them apart).
         """
-        given: dict[SourceKey, int | str | None] = {
-            "sdss_id": sdss_id,
-            "source_pk": source_pk,
-            "sdss4_apogee_id": sdss4_apogee_id,
-            "catalogid": catalogid,
-        }
-        named = [(k, v) for k, v in given.items() if v is not None]
-        if len(named) != 1:
-            raise InvalidArgumentError(f"spectra() takes exactly one of {', '.join(given)}; got {len(named)}")
         if table is None:
             raise InvalidArgumentError("spectra() needs table=, a spectrum table such as apogee_star")
-        key, value = named[0]
-        from astra_lake.query.spectra import SourceIndex, spectra_of
+        from astra_lake.query.spectra import spectra_of
 
         snap = self.snapshot(version)
+        index, value = self._source_index(snap, "spectra", (sdss_id, source_pk, sdss4_apogee_id, catalogid))
+        return spectra_of(snap, index, value, table)
+
+    def lookup(
+        self,
+        table: str,
+        sdss_id: int | None = None,
+        *,
+        source_pk: int | None = None,
+        sdss4_apogee_id: str | None = None,
+        catalogid: int | None = None,
+        columns: list[str] | None = None,
+        version: Version = None,
+    ) -> pa.Table:
+        """One source's rows of any table (a pipeline's results, a spectrum table, ``source``) as Arrow,
+        with the columns of its SQL view (``flag_warn``, ``flag_bad``, named flags) or ``columns``.
+
+        The source is named as in :meth:`spectra`. Only the row groups that hold the source are read (the
+        SQL ``WHERE sdss_id = ...`` scans the whole table: rows are sorted by sky position).
+        """
+        from astra_lake.query.polars_scan import with_flags
+        from astra_lake.query.spectra import rows_of
+        from astra_lake.schema.views import flag_view_columns, view_columns
+
+        snap = self.snapshot(version)
+        tbl = snap.catalog.schema.table(table)
+        wanted = columns or view_columns(tbl)
+        names, flag_names = set(tbl.column_names), set(flag_view_columns(tbl))
+        if unknown := [c for c in wanted if c not in names and c not in flag_names]:
+            have = ", ".join(view_columns(tbl))
+            raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {have}")
+        derived = [c for c in wanted if c not in names]
+        inputs = [c for c in (tbl.summary_column.name, "v_astra") if c in names] if tbl.summary_column and derived else []
+        index, value = self._source_index(snap, "lookup", (sdss_id, source_pk, sdss4_apogee_id, catalogid))
+        rows = rows_of(snap, index, value, table, list(dict.fromkeys([c for c in wanted if c in names] + inputs)))
+        if not derived:
+            return rows.select(wanted)
+        import polars as pl
+        import pyarrow as pa
+
+        lf = pl.from_arrow(rows.select(inputs)).lazy()  # type: ignore[union-attr]
+        flags = with_flags(lf, snap, table).select(derived).collect().to_arrow()
+        return pa.Table.from_arrays([(flags if c in derived else rows).column(c) for c in wanted], names=wanted)
+
+    def _source_index(
+        self,
+        snap: Snapshot,
+        caller: str,
+        ids: tuple[int | None, int | None, str | None, int | None],
+    ) -> tuple[SourceIndex, int | str]:
+        """The snapshot's index of the one identifier given (kept while the source table is unchanged)."""
+        from astra_lake.query.spectra import SourceIndex
+
+        keys: tuple[SourceKey, ...] = ("sdss_id", "source_pk", "sdss4_apogee_id", "catalogid")
+        given = dict(zip(keys, ids, strict=True))
+        named = [(k, v) for k, v in given.items() if v is not None]
+        if len(named) != 1:
+            raise InvalidArgumentError(f"{caller}() takes exactly one of {', '.join(given)}; got {len(named)}")
+        key, value = named[0]
         stamp = ((snap.table_versions or {}).get("source", -1), key)
         if stamp not in self._index:
             self._index = {k: v for k, v in self._index.items() if k[0] == stamp[0]} | {stamp: SourceIndex(snap, key)}
-        return spectra_of(snap, self._index[stamp], value, table)
+        return self._index[stamp], value
 
     def spectra_batches(
         self,

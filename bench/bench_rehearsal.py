@@ -1,5 +1,5 @@
-"""A survey-scale rehearsal: build a lake of 10,000,000 ASPCAP results and 200,000 APOGEE spectra
-(~20 GB of decoded pixels) streaming, with the automatic compaction on, then measure what operators
+"""A survey-scale rehearsal: build a lake of 1,000,000 sources, 10,000,000 ASPCAP results of them and
+200,000 APOGEE spectra (~20 GB of decoded pixels) streaming, with the automatic compaction on, then measure what operators
 and scientists do with it.
 
     python bench/bench_rehearsal.py --scale 0.01          # smoke run: 100,000 results, 2,000 spectra
@@ -34,6 +34,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +47,7 @@ from astra_lake.lake.writer import parquet_scan
 
 FULL_RESULTS = 10_000_000
 FULL_SPECTRA = 200_000
+FULL_SOURCES = 1_000_000  # ~1 M sources per release; every result and spectrum belongs to one of them
 RESULT_BATCH = 100_000  # rows generated at a time
 COMMIT_ROWS = 1_000_000  # results per upsert call (one commit each), as a pipeline run commits
 SPECTRA_BATCH = 2_000  # spectra generated and written (one commit) at a time
@@ -124,29 +126,50 @@ def n_files(lake: Lake) -> dict[str, int]:
     return {t: len(snap.files(t)) for t in ("source", "apogee_star", "aspcap")}
 
 
-def write_results(lake: Lake, n: int, report: Callable[[dict[str, float]], None]) -> None:
-    """Upsert ``n`` ASPCAP results, one commit per COMMIT_ROWS, generated RESULT_BATCH rows at a time;
-    ``report`` gets the figures so far after each commit."""
+def write_sources(lake: Lake, n: int) -> tuple[float, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``n`` sources (sdss_id 1..n, SOURCE_BATCH per commit): seconds taken, and the ``source_pk`` and
+    ``_healpix_29`` the lake gave each (index sdss_id - 1), which the results then carry."""
+    t = time.perf_counter()
+    for first in range(0, n, SOURCE_BATCH):
+        lake.write("source", S.sources(min(SOURCE_BATCH, n - first), seed=first, first_sdss_id=first + 1))
+    seconds = time.perf_counter() - t
+    ids = lake.sql("SELECT source_pk, _healpix_29 FROM source ORDER BY sdss_id")
+    return seconds, ids.column(0).to_numpy(), ids.column(1).to_numpy()
+
+
+def linked_results(n: int, seed: int, first: int, source_pk: npt.NDArray[np.int64], h29: npt.NDArray[np.int64]) -> pa.Table:
+    """ASPCAP results for spectrum_pk ``first`` ..., each of a stored source (sdss_id cycling through them),
+    with that source's ``source_pk`` and sky cell, as results written by a pipeline run are."""
+    tbl = aspcap_rows(n, seed=seed, first=first)
+    sid = (np.arange(first, first + n) - 1) % len(source_pk)
+    for name, values in (("sdss_id", sid + 1), ("source_pk", source_pk[sid]), ("_healpix_29", h29[sid])):
+        i = tbl.schema.get_field_index(name)
+        tbl = tbl.set_column(i, name, pa.array(values, tbl.schema.field(i).type))
+    return tbl
+
+
+def write_results(lake: Lake, n: int, n_sources: int, report: Callable[[dict[str, float]], None]) -> None:
+    """``n_sources`` sources, then ``n`` ASPCAP results of them upserted, one commit per COMMIT_ROWS,
+    generated RESULT_BATCH rows at a time; ``report`` gets the figures so far after each commit."""
+    sources_s, source_pk, h29 = write_sources(lake, n_sources)
     wall = gen = nbytes = 0.0
     for first in range(0, n, COMMIT_ROWS):
         last = min(first + COMMIT_ROWS, n)
-        rows = Timed(aspcap_rows(min(RESULT_BATCH, last - s), seed=s, first=s + 1) for s in range(first, last, RESULT_BATCH))
+        rows = Timed(
+            linked_results(min(RESULT_BATCH, last - s), s, s + 1, source_pk, h29) for s in range(first, last, RESULT_BATCH)
+        )
         t = time.perf_counter()
         lake.upsert("aspcap", rows, batch_rows=RESULT_BATCH)
         wall += time.perf_counter() - t
         gen += rows.seconds
         nbytes += rows.nbytes
         compact = compacting_seconds(lake, "aspcap")
-        report({"rows": last, "wall_s": wall, "gen_s": gen, "compact_s": compact, "arrow_bytes": nbytes})
+        report({"rows": last, "wall_s": wall, "gen_s": gen, "compact_s": compact, "arrow_bytes": nbytes, "sources_s": sources_s})
 
 
 def write_spectra(lake: Lake, n: int, report: Callable[[dict[str, float]], None]) -> None:
-    """Sources (SOURCE_BATCH per commit), then ``n`` APOGEE spectra, SPECTRA_BATCH per commit;
-    ``report`` gets the figures so far every 10 commits and at the end."""
-    t = time.perf_counter()
-    for first in range(0, n, SOURCE_BATCH):
-        lake.write("source", S.sources(min(SOURCE_BATCH, n - first), seed=first, first_sdss_id=first + 1))
-    sources_s = time.perf_counter() - t
+    """``n`` APOGEE spectra of the sources sdss_id 1..n, SPECTRA_BATCH per commit; ``report`` gets the
+    figures so far every 10 commits and at the end."""
     spectra = Timed(S.spectra("apogee_star", np.arange(1, n + 1, dtype=np.int64), seed=6, batch=SPECTRA_BATCH))
     t = time.perf_counter()
     for i, batch in enumerate(spectra):
@@ -159,7 +182,6 @@ def write_spectra(lake: Lake, n: int, report: Callable[[dict[str, float]], None]
                     "gen_s": spectra.seconds,
                     "compact_s": compacting_seconds(lake, "apogee_star"),
                     "arrow_bytes": float(spectra.nbytes),
-                    "sources_s": sources_s,
                 }
             )
 
@@ -197,17 +219,23 @@ def export_plain(lake: Lake, dst: Path) -> float:
     return time.perf_counter() - t
 
 
-def result_lookups(lake: Lake, ids: np.ndarray) -> float:
-    """Median seconds of one source's ASPCAP rows (every column) by sdss_id through the lake's SQL view."""
+def result_lookups(lake: Lake, ids: np.ndarray) -> tuple[float, float]:
+    """Median seconds of one source's ASPCAP rows (every column, flags included) by sdss_id through the
+    lake's SQL view (a scan: rows are sorted by sky position) and through ``lake.lookup`` (the source's
+    HEALPix cell -> the row groups holding it); the two answers are asserted equal in size."""
     con = lake.connect()
     q = "SELECT * FROM aspcap WHERE sdss_id = ?"
     con.execute(q, [int(ids[0])]).fetchall()
-    times = []
+    lake.lookup("aspcap", int(ids[0]))  # builds the sdss_id index once
+    sql, direct = [], []
     for sid in ids:
         t = time.perf_counter()
-        assert con.execute(q, [int(sid)]).fetchall()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        n = len(con.execute(q, [int(sid)]).fetchall())
+        sql.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert len(lake.lookup("aspcap", int(sid))) == n > 0
+        direct.append(time.perf_counter() - t)
+    return statistics.median(sql), statistics.median(direct)
 
 
 def full_scan(lake: Lake, repeats: int) -> tuple[float, int]:
@@ -226,7 +254,14 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
     mem = Memory(max_rss_gb * 1024)
     root = Path(workdir)
     n_res, n_spec = max(int(FULL_RESULTS * scale), 1000), max(int(FULL_SPECTRA * scale), 200)
-    out: dict[str, Any] = {"scale": scale, "n_results": n_res, "n_spectra": n_spec, "load_start": os.getloadavg()[0]}
+    n_src = max(int(FULL_SOURCES * scale), n_spec)
+    out: dict[str, Any] = {
+        "scale": scale,
+        "n_results": n_res,
+        "n_spectra": n_spec,
+        "n_sources": n_src,
+        "load_start": os.getloadavg()[0],
+    }
     out["time"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     saved = RESULTS_DIR / f"rehearsal-{scale:g}.json"
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -250,7 +285,7 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
 
     @phase("write results")
     def _() -> None:
-        write_results(lake, n_res, lambda d: save("results", d))
+        write_results(lake, n_res, n_src, lambda d: save("results", d))
         out["results_disk"] = disk_bytes(lake.catalog.store("aspcap").root)
 
     @phase("write spectra")
@@ -274,7 +309,8 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         sample = rng.choice(np.arange(1, n_spec + 1), min(50, n_spec), replace=False)
         lat_lake, lat_fits = lookup_vs_fits(lake, sample, root / "fits")
         out["lookup_spectra_s"], out["lookup_fits_s"] = statistics.median(lat_lake), statistics.median(lat_fits)
-        out["lookup_result_s"] = result_lookups(lake, rng.choice(np.arange(1, n_res + 1), 20, replace=False))
+        ids = rng.choice(np.arange(1, n_spec + 1), 20, replace=False)  # sources in the source table
+        out["lookup_result_s"], out["lookup_result_direct_s"] = result_lookups(lake, ids)
         shutil.rmtree(root / "fits", ignore_errors=True)
 
     @phase("full scan")
@@ -334,6 +370,11 @@ def _fmt(r: dict[str, Any]) -> dict[str, str]:
 
     cells: dict[str, Callable[[], str]] = {
         "results (ASPCAP rows x 223 columns)": lambda: f"{r['n_results']:,}",
+        "sources (every result's and spectrum's; written first), write s": lambda: (
+            f"{r['n_sources']:,}, {r['results']['sources_s']:.0f} s"
+            if "n_sources" in r
+            else "as many as spectra (results unlinked)"
+        ),
         "spectra (APOGEE, 8575 px)": lambda: f"{r['n_spectra']:,} ({decoded_gb:.1f} GB decoded)",
         "results upsert, rows/s: all / without generation / without generation and compactions": lambda: rates(
             r["results"], r["n_results"]
@@ -358,7 +399,10 @@ def _fmt(r: dict[str, Any]) -> dict[str, str]:
         "one source's spectra: lake.spectra / its own FITS file (median of 50)": lambda: (
             f"{r['lookup_spectra_s'] * 1e3:.1f} ms / {r['lookup_fits_s'] * 1e3:.1f} ms"
         ),
-        "one source's ASPCAP row by sdss_id, SQL view (median of 20)": lambda: f"{r['lookup_result_s'] * 1e3:,.0f} ms",
+        "one source's ASPCAP row by sdss_id: SQL view / lake.lookup (median of 20)": lambda: (
+            f"{r['lookup_result_s'] * 1e3:,.0f} ms"
+            + (f" / {r['lookup_result_direct_s'] * 1e3:,.1f} ms" if "lookup_result_direct_s" in r else " / (not measured)")
+        ),
         "full scan, lake.spectra_batches (flux+ivar+flags), GB/s decoded": lambda: (
             f"{decoded_gb / r['scan_s']:.2f} ({r['scan_s']:.0f} s)"
         ),

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "init": "lake_cmd:init",
     "info": "lake_cmd:info",
     "sql": "lake_cmd:sql",
+    "lookup": "lake_cmd:lookup",
     "versions": "lake_cmd:versions",
     "tag": "lake_cmd:tag",
     "compact": "lake_cmd:compact",

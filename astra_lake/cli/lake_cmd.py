@@ -1,4 +1,4 @@
-"""Lake commands: init, info, sql, versions, tag, compact, vacuum.
+"""Lake commands: init, info, sql, lookup, versions, tag, compact, vacuum.
 
 The lake is found from ``--lake``, else ``$ASTRA_LAKE``, else ``lake = "..."`` in the user's config file
 (:mod:`astra_lake.config`: ``$ASTRA_LAKE_CONFIG``, else ``$XDG_CONFIG_HOME/astra-lake/config.toml`` on Linux), else
@@ -149,6 +149,35 @@ def sql(
     out.write(table, fmt, output)
     if output is not None:
         note(f"wrote {table.num_rows:,} rows to {output}")
+
+
+def lookup(
+    table: Annotated[str, typer.Argument(help="Any table with source_pk: a pipeline's results, a spectrum table, source")],
+    sdss_id: Annotated[int | None, typer.Option("--sdss-id", help="The source's SDSS identifier")] = None,
+    source_pk: Annotated[int | None, typer.Option("--source-pk", help="The lake's source key (sources without sdss_id)")] = None,
+    apogee_id: Annotated[str | None, typer.Option("--apogee-id", help="SDSS-IV APOGEE id, e.g. 2M17335483-2753043")] = None,
+    catalogid: Annotated[int | None, typer.Option("--catalogid", help="SDSS-V catalogid")] = None,
+    columns: Annotated[str | None, typer.Option("--columns", "-c", help="Comma-separated columns (default: the view's)")] = None,
+    lake: LakeOption = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Lake version or tag (default: latest)")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table (one column per row); csv; json; jsonl")] = "table",
+) -> None:
+    """One source's rows of a table, read from the few row groups that hold it (no table scan)."""
+    from astra_lake.cli import output as out
+
+    if fmt == "parquet":
+        raise InvalidArgumentError("lookup prints its rows; write files with `astra-lake sql ... --format parquet -o FILE`")
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    rows = open_lake(lake).lookup(
+        table, sdss_id, source_pk=source_pk, sdss4_apogee_id=apogee_id, catalogid=catalogid, columns=cols, version=version
+    )
+    if fmt != "table":
+        out.write(rows, fmt, None)
+        return
+    if not rows.num_rows:
+        note(f"no {table} rows for this source")
+        return
+    out.print_rows_as_columns(rows)
 
 
 def versions(lake: LakeOption = None) -> None:

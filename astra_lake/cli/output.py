@@ -59,8 +59,24 @@ def print_table(table: pa.Table) -> None:
 
     out = RichTable(*table.column_names)
     for row in summarised(table).to_pylist():
-        out.add_row(*["" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
+        out.add_row(*[cell(v) for v in row.values()])
     console.print(out)
+
+
+def print_rows_as_columns(table: pa.Table) -> None:
+    """Few wide rows (one source's results) as a table with a line per column and a column per row."""
+    from rich.table import Table as RichTable
+
+    rows = summarised(table).to_pylist()
+    out = RichTable("column", *[f"row {i + 1}" for i in range(len(rows))])
+    for name in table.column_names:
+        out.add_row(name, *[cell(r[name]) for r in rows])
+    console.print(out)
+
+
+def cell(value: object) -> str:
+    """A value as the terminal shows it."""
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _jsonable(value: Any) -> Any:

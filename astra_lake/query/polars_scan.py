@@ -10,7 +10,7 @@ from astra_lake.schema.flags import defines
 from astra_lake.schema.polars_flags import named_flag_exprs, summary_expr
 
 
-def scan(snapshot: Snapshot, table: str, *, with_flags: bool = True) -> pl.LazyFrame:
+def scan(snapshot: Snapshot, table: str, *, flags: bool = True) -> pl.LazyFrame:
     """Lazy scan of a table; predicates and projections push down into the Parquet reader."""
     tbl = snapshot.catalog.schema.table(table)
     paths = snapshot.paths(table)
@@ -26,12 +26,19 @@ def scan(snapshot: Snapshot, table: str, *, with_flags: bool = True) -> pl.LazyF
             casts.append(pl.col(c.name).cast(pl.Array(_inner(c.type), width)))
     if casts:
         lf = lf.with_columns(casts)
-    if with_flags and tbl.summary_column is not None:
-        version = "v_astra" if "v_astra" in tbl.column_names else None
-        written = snapshot.catalog.schema  # the rules of the data_schema this version was written with
-        flags = [summary_expr(table, w, v_astra=version, schema=written) for w in defines(tbl)]
-        lf = lf.with_columns(flags + named_flag_exprs(table, written))
-    return lf
+    return with_flags(lf, snapshot, table) if flags else lf
+
+
+def with_flags(lf: pl.LazyFrame, snapshot: Snapshot, table: str) -> pl.LazyFrame:
+    """``lf`` (a table's stored columns) plus flag_warn / flag_bad and one boolean per named flag, by the
+    rules of the data_schema the snapshot was written with."""
+    tbl = snapshot.catalog.schema.table(table)
+    if tbl.summary_column is None:
+        return lf
+    version = "v_astra" if "v_astra" in tbl.column_names else None
+    written = snapshot.catalog.schema
+    flags = [summary_expr(table, w, v_astra=version, schema=written) for w in defines(tbl)]
+    return lf.with_columns(flags + named_flag_exprs(table, written))
 
 
 def _inner(type_name: str) -> pl.DataType:

@@ -271,15 +271,10 @@ class SourceIndex:
         return self.source_pk[a:b], self.h29[a:b]
 
 
-def spectra_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str) -> Spectra:
-    """Every spectrum of the source(s) with identifier ``value`` (of ``index.key``) in one spectrum table:
-    only the row groups holding them are read, and of those only the source's rows are decoded."""
-    tbl = snapshot.catalog.schema.table(table)
-    if tbl.kind != "spectrum":
-        raise InvalidArgumentError(
-            f"{table} is not a spectrum table; choose one of "
-            + ", ".join(t.name for t in snapshot.catalog.schema.of_kind("spectrum"))
-        )
+def source_pieces(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str) -> list[Piece]:
+    """The rows of the source(s) with identifier ``value`` (of ``index.key``) in any table that has
+    ``source_pk`` and ``_healpix_29``: files pruned by their HEALPix intervals, rows found by binary search
+    in each file's sorted ``_healpix_29`` column, nothing else decoded."""
     pks, h29 = index.sources(value)
     ranges = np.unique(np.stack([h29, h29 + 1], axis=1), axis=0)
     files = snapshot.files(table)
@@ -295,7 +290,40 @@ def spectra_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: 
             rows = np.flatnonzero(np.isin(pk, pks))
         if rows.size:
             pieces.append(f.piece(rows))
-    return read_pieces(tbl, pieces)
+    return pieces
+
+
+def spectra_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str) -> Spectra:
+    """Every spectrum of the source(s) with identifier ``value`` (of ``index.key``) in one spectrum table:
+    only the row groups holding them are read, and of those only the source's rows are decoded."""
+    tbl = snapshot.catalog.schema.table(table)
+    if tbl.kind != "spectrum":
+        raise InvalidArgumentError(
+            f"{table} is not a spectrum table; choose one of "
+            + ", ".join(t.name for t in snapshot.catalog.schema.of_kind("spectrum"))
+        )
+    return read_pieces(tbl, source_pieces(snapshot, index, value, table))
+
+
+def rows_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str, columns: list[str] | None = None) -> pa.Table:
+    """Every row of the source(s) with identifier ``value`` in ``table`` (a pipeline's results, a spectrum
+    table's metadata, the source itself), stored ``columns`` only (None: all): the one-source result
+    lookup, without scanning the table (its files are sorted by sky position, not by ``sdss_id``)."""
+    tbl = snapshot.catalog.schema.table(table)
+    stored = storage_schema(tbl)
+    names = set(stored.names)
+    if columns is not None and (unknown := [c for c in columns if c not in names]):
+        raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(stored.names)}")
+    if "source_pk" not in names:
+        raise InvalidArgumentError(f"{table} has no source_pk column, so its rows cannot be looked up by source")
+    parts = []
+    for p in source_pieces(snapshot, index, value, table):
+        part = open_file(p.path).read(p.groups, columns or stored.names)
+        parts.append(part if p.rows is None else take_rows(part, p.rows))
+    if not parts:
+        empty = stored.empty_table()
+        return empty.select(columns) if columns else empty
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def read_rows_in(snapshot: Snapshot, table: str, ranges: npt.NDArray[np.int64], columns: list[str] | None = None) -> pa.Table:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import polars.testing
+import pyarrow as pa
 import pytest
 from astropy.io import fits
 
@@ -88,3 +91,45 @@ def test_a_dr17_source_without_sdss_id_by_its_apogee_id(dr17: Lake) -> None:
 def test_bad_lookups_are_named(dr17: Lake, kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         dr17.spectra(**kwargs)
+
+
+def _same_rows(got: pa.Table, want: pa.Table) -> None:
+    """Equal tables up to row order (NaN equals NaN, as in the stored values)."""
+    key = "task_pk" if "task_pk" in want.column_names else "spectrum_pk"
+    assert got.column_names == want.column_names
+    pairs = zip(got.schema, want.schema, strict=True)
+    utc = pa.schema([g if pa.types.is_timestamp(w.type) and w.type.tz == "Etc/UTC" else w for g, w in pairs])
+    pl.testing.assert_frame_equal(pl.from_arrow(got).sort(key), pl.from_arrow(want.cast(utc)).sort(key))  # dtypes too
+
+
+def test_result_rows_of_a_source_equal_the_sql_view(populated: Lake) -> None:
+    """lake.lookup returns exactly what ``SELECT * FROM <view> WHERE sdss_id = ?`` returns (stored columns,
+    flag_warn / flag_bad and named flags, in the view's order) for sources with 0, 1 and several rows,
+    in result and spectrum tables, before and after more rows land in other files of the same leaves."""
+    pks = populated.sql("SELECT spectrum_pk FROM apogee_star ORDER BY spectrum_pk").column(0).to_numpy()
+    populated.upsert("aspcap", S.results("aspcap", pks[:30], v_astra="0.6.0", seed=8))  # a second row per spectrum
+    ids = populated.sql("SELECT sdss_id FROM source ORDER BY sdss_id").column(0).to_numpy()
+    con = populated.connect()
+    for table in ("aspcap", "astronn", "apogee_star"):
+        for sid in ids[::23]:
+            want = con.sql(f"SELECT * FROM {table} WHERE sdss_id = {int(sid)}").to_arrow_table()
+            got = populated.lookup(table, int(sid))
+            _same_rows(got, want)
+    several = con.execute("SELECT sdss_id FROM aspcap GROUP BY sdss_id HAVING count(*) > 1 LIMIT 1").fetchone()
+    assert several is not None and len(populated.lookup("aspcap", int(several[0]))) >= 2
+
+
+def test_result_lookup_columns_and_errors(populated: Lake) -> None:
+    sid = int(populated.sql("SELECT sdss_id FROM aspcap ORDER BY task_pk LIMIT 1").column(0)[0].as_py())
+    row = populated.lookup("aspcap", sid, columns=["teff", "flag_bad", "result_flags"]).to_pylist()
+    want = populated.sql(f"SELECT teff, flag_bad, result_flags FROM aspcap WHERE sdss_id = {sid}").to_pylist()
+    assert row == want
+    src = populated.sql(f"SELECT source_pk FROM source WHERE sdss_id = {sid}").column(0)[0].as_py()
+    assert populated.lookup("aspcap", source_pk=src, columns=["teff"]).to_pylist() == [{"teff": r["teff"]} for r in want]
+    assert len(populated.lookup("aspcap", int(populated.sql("SELECT max(sdss_id) FROM source").column(0)[0].as_py()))) == 0
+    with pytest.raises(InvalidArgumentError, match=r"aspcap has no column\(s\) nosuch; its columns are "):
+        populated.lookup("aspcap", sid, columns=["nosuch"])
+    with pytest.raises(InvalidArgumentError, match="exactly one of"):
+        populated.lookup("aspcap")
+    with pytest.raises(InvalidArgumentError, match="sdss_id 999999999 is not in the source table"):
+        populated.lookup("aspcap", 999999999)
