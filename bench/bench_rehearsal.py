@@ -288,6 +288,11 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         write_results(lake, n_res, n_src, lambda d: save("results", d))
         out["results_disk"] = disk_bytes(lake.catalog.store("aspcap").root)
 
+    @phase("result lookups")
+    def _() -> None:
+        ids = np.random.default_rng(2).choice(np.arange(1, n_src + 1), 20, replace=False)
+        out["lookup_result_s"], out["lookup_result_direct_s"] = result_lookups(lake, ids)
+
     @phase("write spectra")
     def _() -> None:
         write_spectra(lake, n_spec, lambda d: save("spectra", d))
@@ -309,8 +314,6 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         sample = rng.choice(np.arange(1, n_spec + 1), min(50, n_spec), replace=False)
         lat_lake, lat_fits = lookup_vs_fits(lake, sample, root / "fits")
         out["lookup_spectra_s"], out["lookup_fits_s"] = statistics.median(lat_lake), statistics.median(lat_fits)
-        ids = rng.choice(np.arange(1, n_spec + 1), 20, replace=False)  # sources in the source table
-        out["lookup_result_s"], out["lookup_result_direct_s"] = result_lookups(lake, ids)
         shutil.rmtree(root / "fits", ignore_errors=True)
 
     @phase("full scan")
