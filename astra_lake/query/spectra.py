@@ -161,12 +161,12 @@ class OpenFile:
         self._indices: dict[tuple[str, ...], list[int]] = {}
         self._ids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool] | None = None
 
-    def read(self, groups: Sequence[int], columns: list[str]) -> pa.Table:
+    def read(self, groups: Sequence[int], columns: list[str], *, threads: bool = False) -> pa.Table:
         key = tuple(columns)
         if key not in self._indices:  # pyarrow resolves names on every call otherwise (~0.2 ms)
             self._indices[key] = [self.columns.index(c) for c in columns]
         with self._lock:
-            return self._pf.reader.read_row_groups(list(groups), column_indices=self._indices[key], use_threads=False)
+            return self._pf.reader.read_row_groups(list(groups), column_indices=self._indices[key], use_threads=threads)
 
     def ids(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
         """``_healpix_29``, ``source_pk`` (-1 where null) and whether ``_healpix_29`` is sorted."""
@@ -318,7 +318,7 @@ def rows_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str
         raise InvalidArgumentError(f"{table} has no source_pk column, so its rows cannot be looked up by source")
     parts = []
     for p in source_pieces(snapshot, index, value, table):
-        part = open_file(p.path).read(p.groups, columns or stored.names)
+        part = open_file(p.path).read(p.groups, columns or stored.names, threads=True)  # columns decode in parallel
         parts.append(part if p.rows is None else take_rows(part, p.rows))
     if not parts:
         empty = stored.empty_table()
