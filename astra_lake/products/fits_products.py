@@ -299,44 +299,54 @@ def _local_repeat(ctx: ReleaseContext, c: _Column, rows: pa.Table) -> int:
     return 1
 
 
-def write_per_source(ctx: ReleaseContext, product: Product, on_file: Callable[[str], None]) -> int:
-    """Every file of a per-source product (one per source with rows in any HDU); returns how many.
-
-    Sources are taken in chunks of neighbours on the sky (a chunk's HEALPix range prunes files and row
-    groups, since tables are sorted by ``_healpix_29``); each HDU's rows of a chunk are read in one query,
-    so memory holds one chunk, never a table."""
-    hdu_cols = [_columns(ctx, h) for h in product.hdus]
+def source_chunks(ctx: ReleaseContext, product: Product) -> list[list[tuple[int, int, int]]]:
+    """The sources of a per-source product (one per source with rows in any HDU) as chunks of neighbours
+    on the sky: ``(source_pk, min _healpix_29, max _healpix_29)`` each. A chunk's HEALPix range prunes
+    files and row groups (tables are sorted by ``_healpix_29``); chunks are the units a cluster shares."""
     drivers = " UNION ALL ".join(f"SELECT source_pk, _healpix_29 FROM {release_view(h.driver.table)}" for h in product.hdus)
     placed = ctx.con.execute(
         f"SELECT source_pk, min(_healpix_29), max(_healpix_29) FROM ({drivers}) WHERE source_pk IS NOT NULL "
         "GROUP BY source_pk ORDER BY 2, 1"
     ).fetchall()
+    return [placed[start : start + SOURCES_PER_CHUNK] for start in range(0, len(placed), SOURCES_PER_CHUNK)]
+
+
+def write_source_chunk(ctx: ReleaseContext, product: Product, chunk: list[tuple[int, int, int]]) -> list[str]:
+    """The files of one chunk of sources (each HDU's rows of the chunk read in one query, so memory holds
+    one chunk, never a table); returns their paths under ``fits/``, in the chunk's order."""
+    hdu_cols = [_columns(ctx, h) for h in product.hdus]
     empty = [
         ctx.con.sql(hdu_sql(hdu, cols, None, extra="sp.source_pk AS __pk", also="false")).to_arrow_table()
         for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
     ]
+    lo, hi = min(r[1] for r in chunk), max(r[2] for r in chunk)
+    pks = ", ".join(str(r[0]) for r in chunk)
+    span = f"sp._healpix_29 BETWEEN {lo} AND {hi} AND sp.source_pk IN ({pks})"
+    parts = [
+        _by_source(
+            ctx.con.sql(
+                hdu_sql(hdu, cols, None, order=f"sp.source_pk, {hdu.order}", extra="sp.source_pk AS __pk", also=span)
+            ).to_arrow_table()
+        )
+        for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
+    ]
+    chosen = f"SELECT * FROM {release_view('source')} WHERE source_pk IN ({pks}) ORDER BY source_pk"
+    sources = ctx.con.sql(chosen).to_arrow_table()
+    written = []
+    for source in sources.to_pylist():
+        pk = source["source_pk"]
+        rows = [(cols, part.get(pk, blank)) for cols, part, blank in zip(hdu_cols, parts, empty, strict=True)]
+        rel = _source_path(product, ctx.v_astra, source)
+        _write_source_file(ctx, product, ctx.root / "fits" / rel, source, rows)
+        written.append(rel)
+    return written
+
+
+def write_per_source(ctx: ReleaseContext, product: Product, on_file: Callable[[str], None]) -> int:
+    """Every file of a per-source product, chunk by chunk; returns how many."""
     written = 0
-    for start in range(0, len(placed), SOURCES_PER_CHUNK):
-        chunk = placed[start : start + SOURCES_PER_CHUNK]
-        lo, hi = min(r[1] for r in chunk), max(r[2] for r in chunk)
-        pks = ", ".join(str(r[0]) for r in chunk)
-        span = f"sp._healpix_29 BETWEEN {lo} AND {hi} AND sp.source_pk IN ({pks})"
-        parts = [
-            _by_source(
-                ctx.con.sql(
-                    hdu_sql(hdu, cols, None, order=f"sp.source_pk, {hdu.order}", extra="sp.source_pk AS __pk", also=span)
-                ).to_arrow_table()
-            )
-            for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
-        ]
-        sources = ctx.con.sql(
-            f"SELECT * FROM {release_view('source')} WHERE source_pk IN ({pks}) ORDER BY source_pk"
-        ).to_arrow_table()
-        for source in sources.to_pylist():
-            pk = source["source_pk"]
-            rows = [(cols, part.get(pk, blank)) for cols, part, blank in zip(hdu_cols, parts, empty, strict=True)]
-            rel = _source_path(product, ctx.v_astra, source)
-            _write_source_file(ctx, product, ctx.root / "fits" / rel, source, rows)
+    for chunk in source_chunks(ctx, product):
+        for rel in write_source_chunk(ctx, product, chunk):
             on_file(rel)
             written += 1
     return written

@@ -36,7 +36,7 @@ from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.schemas import schema_hash  # the hash the lake records per commit
 from astra_lake.products.context import ReleaseContext, release_connection
 from astra_lake.products.filters import ReleaseFilter, release_view
-from astra_lake.products.fits_products import summary_files, write_per_source, write_summary
+from astra_lake.products.fits_products import source_chunks, summary_files, write_per_source, write_source_chunk, write_summary
 from astra_lake.products.parquet_export import write_table
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.loader import Schema
@@ -144,8 +144,9 @@ def create_release(
     client: Any = None,
 ) -> Manifest:
     """Write release ``name`` of tag ``tag`` into ``out`` (which must not exist or be empty). ``client``: a
-    ``distributed.Client`` whose workers write the summary FITS files and the Parquet / HATS tables into the
-    release's (shared) partial folder; this process lists, checksums and renames it into place."""
+    ``distributed.Client`` whose workers write the summary FITS files, the per-source files (chunks of
+    neighbouring sources) and the Parquet / HATS tables into the release's (shared) partial folder; this
+    process lists, checksums and renames it into place."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReleaseError(f"{out}: exists and is not an empty folder; a release is written into a new folder")
@@ -224,6 +225,11 @@ def _summary_unit(spec: _Spec, product: str, rel: str, v: str, mm: int | None) -
     return write_summary(ctx, load_products(ctx.schema)[product], ctx.root / "fits" / rel, v, mm)
 
 
+def _source_unit(spec: _Spec, product: str, chunk: list[tuple[int, int, int]]) -> list[str]:
+    ctx = _context(spec)
+    return write_source_chunk(ctx, load_products(ctx.schema)[product], chunk)
+
+
 def _table_unit(spec: _Spec, table: str, parquet: Path | None, hats: Path | None) -> int:
     return write_table(_context(spec), table, parquet, hats)
 
@@ -267,7 +273,17 @@ def _write_formats(
                 on_file(f"fits/{rel}")
                 advance()
 
-            count = write_per_source(ctx, product, done)
+            if client is None:
+                count = write_per_source(ctx, product, done)
+            else:
+                from astra_lake.pipelines.distributed import processed
+
+                count = 0
+                chunks = ((product.name, chunk) for chunk in source_chunks(ctx, product))
+                for rels in processed(client, _source_unit, chunks, shared=spec):
+                    for rel in rels:
+                        done(rel)
+                    count += len(rels)
             manifest.rows[f"fits/{product.name}"] = {"files": count}
     tabular = [f for f in ("parquet", "hats") if f in formats]
     if tabular:
