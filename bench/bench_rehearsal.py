@@ -441,15 +441,16 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def run(workdir: Path, scales: list[float], max_rss_gb: float = 8.0) -> list[str]:
-    """Each size in a fresh process, in turn; its lake is deleted before the next."""
+def run(workdir: Path, scales: list[float], max_rss_gb: float = 8.0, keep: bool = False) -> list[str]:
+    """Each size in a fresh process, in turn; its lake is deleted before the next unless ``keep``."""
     runs = []
     for scale in scales:
         d = workdir / f"rehearsal-{scale:g}"
         try:
             r = in_child(run_scale, str(d), scale, max_rss_gb)
         finally:
-            shutil.rmtree(d, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(d, ignore_errors=True)
         runs.append(r)
         print("\n".join(table(runs)), flush=True)
     return [
@@ -465,6 +466,7 @@ def main() -> None:
     ap.add_argument("--max-rss-gb", type=float, default=8.0, help="stop a size whose RSS goes above this")
     ap.add_argument("--workdir", type=Path, default=None, help="parent of the lakes (default: a new /tmp/rehearsal-*)")
     ap.add_argument("--append", type=Path, default=None, help="append the table to this markdown file")
+    ap.add_argument("--keep", action="store_true", help="keep the lakes (under --workdir) for later measurements")
     ap.add_argument("--table", nargs="*", type=float, help="only print the table of these stored sizes")
     args = ap.parse_args()
     if args.table:
@@ -472,9 +474,10 @@ def main() -> None:
     else:
         work = Path(tempfile.mkdtemp(prefix="rehearsal-", dir=args.workdir))
         try:
-            lines = run(work, [float(s) for s in args.scale.split(",")], args.max_rss_gb)
+            lines = run(work, [float(s) for s in args.scale.split(",")], args.max_rss_gb, args.keep)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
     print("\n".join(lines))
     if args.append:
         with args.append.open("a") as f:
