@@ -248,7 +248,7 @@ def full_scan(lake: Lake, repeats: int) -> tuple[float, int]:
     return statistics.median(times), n
 
 
-def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
+def run_scale(workdir: str, scale: float, max_rss_gb: float, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Build the lake at ``scale`` of the full size in ``workdir`` and measure it (meant for a fresh process).
     The figures so far are saved after every phase and commit of the writes (a run stopped midway keeps them)."""
     mem = Memory(max_rss_gb * 1024)
@@ -263,7 +263,9 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         "load_start": os.getloadavg()[0],
     }
     out["time"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    saved = RESULTS_DIR / f"rehearsal-{scale:g}.json"
+    saved = RESULTS_DIR / (
+        f"rehearsal-{scale:g}.json" if not only else f"rehearsal-{scale:g}-{'+'.join(only).replace(' ', '_')}.json"
+    )
     RESULTS_DIR.mkdir(exist_ok=True)
 
     def save(key: str | None = None, value: object = None) -> None:
@@ -341,7 +343,11 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float) -> dict[str, Any]:
         out["tables_disk"] = {t: disk_bytes(lake.catalog.store(t).root) for t in ("source", "apogee_star", "aspcap")}
 
     wall: dict[str, float] = {}
+    if unknown := set(only) - {name for name, _ in phases}:
+        raise SystemExit(f"unknown phase(s) {', '.join(sorted(unknown))}; phases: {', '.join(n for n, _ in phases)}")
     for name, fn in phases:
+        if only and name not in only:
+            continue
         print(f"rehearsal {scale}: {name} ...", flush=True)
         t = time.perf_counter()
         with mem.phase(name):
@@ -441,13 +447,13 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def run(workdir: Path, scales: list[float], max_rss_gb: float = 8.0, keep: bool = False) -> list[str]:
+def run(workdir: Path, scales: list[float], max_rss_gb: float = 8.0, keep: bool = False, only: tuple[str, ...] = ()) -> list[str]:
     """Each size in a fresh process, in turn; its lake is deleted before the next unless ``keep``."""
     runs = []
     for scale in scales:
         d = workdir / f"rehearsal-{scale:g}"
         try:
-            r = in_child(run_scale, str(d), scale, max_rss_gb)
+            r = in_child(run_scale, str(d), scale, max_rss_gb, only)
         finally:
             if not keep:
                 shutil.rmtree(d, ignore_errors=True)
@@ -466,15 +472,17 @@ def main() -> None:
     ap.add_argument("--max-rss-gb", type=float, default=8.0, help="stop a size whose RSS goes above this")
     ap.add_argument("--workdir", type=Path, default=None, help="parent of the lakes (default: a new /tmp/rehearsal-*)")
     ap.add_argument("--append", type=Path, default=None, help="append the table to this markdown file")
+    ap.add_argument("--phases", default="", help='only these phases, comma-separated (e.g. "write results,result lookups")')
     ap.add_argument("--keep", action="store_true", help="keep the lakes (under --workdir) for later measurements")
     ap.add_argument("--table", nargs="*", type=float, help="only print the table of these stored sizes")
     args = ap.parse_args()
+    only = tuple(p.strip() for p in args.phases.split(",") if p.strip())
     if args.table:
         lines = table([json.loads((RESULTS_DIR / f"rehearsal-{s:g}.json").read_text()) for s in args.table])
     else:
         work = Path(tempfile.mkdtemp(prefix="rehearsal-", dir=args.workdir))
         try:
-            lines = run(work, [float(s) for s in args.scale.split(",")], args.max_rss_gb, args.keep)
+            lines = run(work, [float(s) for s in args.scale.split(",")], args.max_rss_gb, args.keep, only)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
