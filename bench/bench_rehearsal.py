@@ -57,8 +57,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 class Memory:
-    """Samples this process's RSS every ``every`` s; ``phase(name)`` records the peak inside it. Above
-    ``limit_mb`` the run stops (exit code 3) rather than push the machine into swap or the OOM killer."""
+    """Samples this process's memory every ``every`` s; ``phase(name)`` records the peaks inside it: RSS,
+    and its anonymous part (RSS without the pages of memory-mapped files, which the kernel can drop at
+    will: the spectra readers map their files). Above ``limit_mb`` of anonymous memory the run stops (exit
+    code 3) rather than push the machine into swap or the OOM killer."""
 
     def __init__(self, limit_mb: float, every: float = 0.05) -> None:
         import psutil
@@ -66,17 +68,25 @@ class Memory:
         self._proc = psutil.Process()
         self.limit_mb, self.every = limit_mb, every
         self.peaks: dict[str, float] = {}
-        self._current = 0.0
+        self.anon_peaks: dict[str, float] = {}
+        self._current = self._anon = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
+    def _now(self) -> tuple[float, float]:
+        m = self._proc.memory_info()
+        return m.rss / 2**20, (m.rss - m.shared) / 2**20
+
     def _sample(self) -> None:
         while not self._stop.wait(self.every):
-            mb = self._proc.memory_info().rss / 2**20
-            self._current = max(self._current, mb)
-            if mb > self.limit_mb:
-                print(f"rehearsal: RSS {mb:,.0f} MB above the {self.limit_mb:,.0f} MB limit; stopping", flush=True)
+            rss, anon = self._now()
+            self._current, self._anon = max(self._current, rss), max(self._anon, anon)
+            if anon > self.limit_mb:
+                print(
+                    f"rehearsal: {anon:,.0f} MB of anonymous memory, above the {self.limit_mb:,.0f} MB limit; stopping",
+                    flush=True,
+                )
                 os._exit(3)
 
     @property
@@ -86,11 +96,12 @@ class Memory:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        self._current = self._proc.memory_info().rss / 2**20
+        self._current, self._anon = self._now()
         try:
             yield
         finally:
-            self.peaks[name] = max(self._current, self._proc.memory_info().rss / 2**20)
+            rss, anon = self._now()
+            self.peaks[name], self.anon_peaks[name] = max(self._current, rss), max(self._anon, anon)
 
     def stop(self) -> None:
         self._stop.set()
@@ -272,9 +283,10 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float, only: tuple[str, ..
         if key is not None:
             out[key] = value
         out["peak_mb"] = mem.peaks | {"(phase running)": mem.current}
+        out["peak_anon_mb"] = mem.anon_peaks
         saved.write_text(json.dumps(out, indent=1))
 
-    lake = Lake.init(root / "lake")
+    lake = Lake(root / "lake") if only and (root / "lake").exists() else Lake.init(root / "lake")  # --resume
     repeats = 5 if n_res <= 2_500_000 else 3
     phases: list[tuple[str, Callable[[], None]]] = []
 
@@ -356,7 +368,7 @@ def run_scale(workdir: str, scale: float, max_rss_gb: float, only: tuple[str, ..
         out["phase_s"] = wall
         save()
     mem.stop()
-    out["peak_mb"], out["load_end"], out["complete"] = mem.peaks, os.getloadavg()[0], True
+    out["peak_mb"], out["peak_anon_mb"], out["load_end"], out["complete"] = mem.peaks, mem.anon_peaks, os.getloadavg()[0], True
     saved.write_text(json.dumps(out, indent=1))
     return out
 
@@ -426,6 +438,9 @@ def _fmt(r: dict[str, Any]) -> dict[str, str]:
             f"{v / 1e9:.2f}" for v in r["tables_disk"].values()
         ),
         "peak RSS per phase, MB": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["peak_mb"].items()),
+        "peak anonymous memory per phase (RSS without mapped file pages), MB": lambda: ", ".join(
+            f"{k} {v:,.0f}" for k, v in r["peak_anon_mb"].items()
+        ),
         "wall per phase, s": lambda: ", ".join(f"{k} {v:,.0f}" for k, v in r["phase_s"].items()),
         "load average (start / end), 2 cores": lambda: f"{r['load_start']:.1f} / {r.get('load_end', float('nan')):.1f}",
     }
@@ -473,11 +488,16 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="parent of the lakes (default: a new /tmp/rehearsal-*)")
     ap.add_argument("--append", type=Path, default=None, help="append the table to this markdown file")
     ap.add_argument("--phases", default="", help='only these phases, comma-separated (e.g. "write results,result lookups")')
+    ap.add_argument("--resume", type=Path, default=None, help="run --phases on the lake a --keep run left in this folder")
     ap.add_argument("--keep", action="store_true", help="keep the lakes (under --workdir) for later measurements")
     ap.add_argument("--table", nargs="*", type=float, help="only print the table of these stored sizes")
     args = ap.parse_args()
     only = tuple(p.strip() for p in args.phases.split(",") if p.strip())
-    if args.table:
+    if args.resume:
+        if not only or "," in args.scale:
+            raise SystemExit("--resume needs --phases and one --scale (the kept run's)")
+        lines = table([in_child(run_scale, str(args.resume), float(args.scale), args.max_rss_gb, only)])
+    elif args.table:
         lines = table([json.loads((RESULTS_DIR / f"rehearsal-{s:g}.json").read_text()) for s in args.table])
     else:
         work = Path(tempfile.mkdtemp(prefix="rehearsal-", dir=args.workdir))
