@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -169,13 +170,13 @@ class ReleaseVersusModel(RuleBasedStateMachine):
     @rule(
         target=made,
         data=st.data(),
-        hats=st.booleans(),
+        also=st.sampled_from([(), ("hats",), ("fits",)]),
         max_mjd=st.none() | st.integers(58999, 59010),
         omit=st.lists(st.sampled_from(OMITTABLE), max_size=2, unique=True),
     )
-    def release(self, data: st.DataObject, hats: bool, max_mjd: int | None, omit: list[str]) -> Made:
+    def release(self, data: st.DataObject, also: tuple[str, ...], max_mjd: int | None, omit: list[str]) -> Made:
         tag = data.draw(st.sampled_from(sorted(self.tags)))
-        formats = ("parquet", "hats") if hats else ("parquet",)
+        formats = ("parquet", *also)
         rf = ReleaseFilter(max_mjd=max_mjd, omit_columns=tuple(omit))
         out = self.dir / f"r{len(self.releases)}"
         manifest = self.lake.release("dr", tag=tag, out=out, formats=formats, release_filter=rf)
@@ -253,6 +254,12 @@ class ReleaseVersusModel(RuleBasedStateMachine):
                 assert read["teff"].unit == "K"
                 flagged = "corv.result_flags" in rf.omit_columns
                 assert all((c in got.column_names) != flagged for c in ("result_flags", *CORV_FLAGS))
+            if "fits" in made.formats and table == "corv":  # astraAllStarCorv: the APOGEE HDU holds the same rows
+                (path,) = made.path.glob("fits/*/summary/astraAllStarCorv-*.fits")
+                with fits.open(path) as hdus:
+                    star = hdus[2].data
+                    assert dict(zip(star["spectrum_pk"].tolist(), star["teff"].tolist(), strict=True)) == rows
+                    assert not {c.lower() for c in hdus[2].columns.names} & omitted
             if "hats" in made.formats:  # the HATS leaves hold the same rows as the flat file
                 leaves = sorted((made.path / "hats" / table / "dataset").rglob("Npix=*.parquet"))
                 assert _rows(pa.concat_tables(pq.read_table(p) for p in leaves), key[table], value[table]) == rows
@@ -290,11 +297,11 @@ def test_a_tag_released_before_and_after_later_writes_and_vacuum_is_the_same() -
     machine = ReleaseVersusModel()
     try:
         machine.tag()  # t0: no corv table yet
-        first = machine.release(data=_Fixed("t0"), hats=True, max_mjd=None, omit=[])
+        first = machine.release(data=_Fixed("t0"), also=("hats",), max_mjd=None, omit=[])
         machine.upsert_corv(rows=[(0, 5000.0), (3, 6000.0)])
         machine.move_coadd(index=3, mjd=59005)
         machine.tag()  # t1
-        second = machine.release(data=_Fixed("t1"), hats=False, max_mjd=59004, omit=["corv.result_flags"])
+        second = machine.release(data=_Fixed("t1"), also=("fits",), max_mjd=59004, omit=["corv.result_flags", "corv.logg"])
         machine.upsert_corv(rows=[(0, 7000.0)])
         replaced = machine.lake.version  # its corv file is rewritten by the next upsert, then vacuumed
         machine.upsert_corv(rows=[(0, 7500.0)])
@@ -307,11 +314,11 @@ def test_a_tag_released_before_and_after_later_writes_and_vacuum_is_the_same() -
             machine.lake.tag("late", replaced)
         assert "late" not in machine.lake.tags()
         machine.tag_earlier(data=_Fixed(readable))  # t2
-        machine.release(data=_Fixed("t2"), hats=False, max_mjd=None, omit=[])
+        machine.release(data=_Fixed("t2"), also=(), max_mjd=None, omit=[])
         machine.remake(first)
         machine.remake(second)
         machine.tag()  # t3
-        machine.release(data=_Fixed("t3"), hats=False, max_mjd=59008, omit=[])
+        machine.release(data=_Fixed("t3"), also=(), max_mjd=59008, omit=[])
         machine.releases_verify()
     finally:
         machine.teardown()
