@@ -33,9 +33,12 @@ from astra_lake.errors import TagExistsError, ValidationError, VersionNotFoundEr
 from astra_lake.ingest import synthetic as S
 from astra_lake.products.filters import ReleaseFilter
 from astra_lake.products.release import MANIFEST, verify_release
+from astra_lake.schema.flags import sdss5_target_bits
+from astra_lake.schema.loader import load_schema
 from astra_lake.schema.versions import version_to_int
 
 N = 5  # sources, one APOGEE coadd each
+LABELS = {b.bit: b.label for b in load_schema().targeting}  # an excluded carton, by its label
 V_ASTRA = version_to_int("0.8.0")
 OMITTABLE = ("corv.logg", "t_elapsed", "source.tic_v8_id", "corv.result_flags", "apogee_star.snr")
 CORV_FLAGS = ("flag_fitting_failure", "flag_not_mwm_wd", "flag_no_snow_white_classification", "flag_not_da_type")
@@ -86,6 +89,9 @@ class ReleaseVersusModel(RuleBasedStateMachine):
         rows = self.lake.sql("SELECT spectrum_pk, obj FROM apogee_star").to_pylist()
         by_obj = {r["obj"]: r["spectrum_pk"] for r in rows}
         self.pks = [by_obj[o] for o in self.coadds.column("obj").to_pylist()]  # spectrum index -> spectrum_pk
+        flags = self.lake.sql("SELECT a.spectrum_pk, s.sdss5_target_flags FROM apogee_star a JOIN source s USING (source_pk)")
+        bits = dict(zip(flags.column(0).to_pylist(), flags.column(1).to_pylist(), strict=True))
+        self.bits = [set(sdss5_target_bits(bits[pk]) or []) for pk in self.pks]  # spectrum index -> its source's cartons
         self.state = State({i: 59000 for i in range(N)}, {})
         self.tags: dict[str, State] = {}
         self.releases: list[Made] = []
@@ -172,12 +178,16 @@ class ReleaseVersusModel(RuleBasedStateMachine):
         data=st.data(),
         also=st.sampled_from([(), ("hats",), ("fits",)]),
         max_mjd=st.none() | st.integers(58999, 59010),
+        carton=st.none() | st.integers(1, 63),
         omit=st.lists(st.sampled_from(OMITTABLE), max_size=2, unique=True),
     )
-    def release(self, data: st.DataObject, also: tuple[str, ...], max_mjd: int | None, omit: list[str]) -> Made:
+    def release(
+        self, data: st.DataObject, also: tuple[str, ...], max_mjd: int | None, omit: list[str], carton: int | None = None
+    ) -> Made:
         tag = data.draw(st.sampled_from(sorted(self.tags)))
         formats = ("parquet", *also)
-        rf = ReleaseFilter(max_mjd=max_mjd, omit_columns=tuple(omit))
+        cartons = () if carton is None else (LABELS[carton],)
+        rf = ReleaseFilter(max_mjd=max_mjd, omit_columns=tuple(omit), exclude_cartons=cartons)
         out = self.dir / f"r{len(self.releases)}"
         manifest = self.lake.release("dr", tag=tag, out=out, formats=formats, release_filter=rf)
         assert manifest.tag == tag and manifest.table_versions == self.lake.tags()[tag]["tables"]
@@ -226,9 +236,11 @@ class ReleaseVersusModel(RuleBasedStateMachine):
     # -- the model's view of a release ------------------------------------------------------------
     def _check_rows(self, made: Made) -> None:
         state, rf = self.tags[made.tag], made.filter
-        kept = {i for i, m in state.mjd.items() if rf.max_mjd is None or m <= rf.max_mjd}
+        excluded = {b.bit for b in load_schema().targeting if b.label in rf.exclude_cartons or b.name in rf.exclude_cartons}
+        sources = {i for i in range(N) if not self.bits[i] & excluded}  # spectrum i is the only one of its source
+        kept = {i for i, m in state.mjd.items() if (rf.max_mjd is None or m <= rf.max_mjd) and i in sources}
         expected = {
-            "source": {self._source_pk(i): None for i in range(N)},
+            "source": {self._source_pk(i): None for i in sources},
             "apogee_star": {self.pks[i]: state.mjd[i] for i in kept},
             "corv": {self.pks[i]: t for i, t in state.teff.items() if i in kept},
         }
@@ -314,7 +326,8 @@ def test_a_tag_released_before_and_after_later_writes_and_vacuum_is_the_same() -
             machine.lake.tag("late", replaced)
         assert "late" not in machine.lake.tags()
         machine.tag_earlier(data=_Fixed(readable))  # t2
-        machine.release(data=_Fixed("t2"), also=(), max_mjd=None, omit=[])
+        carton = min(machine.bits[1] - {0})  # a carton of the source of coadd 1: that source leaves the release
+        machine.release(data=_Fixed("t2"), also=("hats",), max_mjd=None, omit=[], carton=carton)
         machine.remake(first)
         machine.remake(second)
         machine.tag()  # t3
