@@ -16,7 +16,8 @@ gets ``flag_fitting_failure``. Every result also says what the lake knows of the
 ``flag_not_mwm_wd`` when no carton of the ``mwm_wd`` program targeted its source (``sdss5_target_flags``),
 ``flag_no_snow_white_classification`` when Snow White has no classification of the spectrum (nor, for a
 spectrum it did not classify, such as a coadd, of another spectrum of the same source: its newest one),
-``flag_not_da_type`` when that classification is not ``DA``. Upstream runs corv on Snow White's DA visits
+``flag_not_da_type`` when that classification is not ``DA`` (as of the run: after new Snow White results or
+targeting, ``--force`` recomputes them). Upstream runs corv on Snow White's DA visits
 only: select them with ``--where "spectrum_pk IN (SELECT spectrum_pk FROM snow_white WHERE classification = 'DA')"``.
 """
 

@@ -104,7 +104,7 @@ class Block:
     def column(self, name: str) -> np.ndarray:
         """A metadata column as numpy (nulls become NaN for floats)."""
         if name not in self.meta.column_names:
-            raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns")
+            raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns or lookup")
         return self.meta.column(name).to_numpy(zero_copy_only=False)
 
     def rng(self, seed: int) -> np.random.Generator:
