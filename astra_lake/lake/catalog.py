@@ -413,7 +413,16 @@ class Catalog:
             if name in tags and not force:
                 raise TagExistsError(f"tag {name!r} already names lake version {tags[name]['lake_version']}; tags are immutable")
             version = self.version if lake_version is None else lake_version
-            entry = {"lake_version": version, "tables": self.table_versions(version), "created": _now()}
+            tables = self.table_versions(version)
+            for table, delta_version in tables.items() if lake_version is not None else ():
+                files = self.store(table).files(delta_version)
+                gone = self.store(table).missing(files)
+                if gone:  # a tag promises a readable version: refuse one vacuum has already deleted files of
+                    raise VersionNotFoundError(
+                        f"cannot tag lake version {version}: vacuum deleted {len(gone)} of the {len(files)} files of "
+                        f"{table} (Delta version {delta_version}), e.g. {gone[0].path}; tag a version before vacuuming it"
+                    )
+            entry = {"lake_version": version, "tables": tables, "created": _now()}
             tags[name] = entry
             atomic_write_text(self.tags_path, json.dumps(tags, indent=1, sort_keys=True))
         return entry

@@ -134,6 +134,10 @@ class DeltaStore:
     def abspath(self, f: DataFile) -> str:
         return str(self.dataset / f.path)
 
+    def missing(self, files: list[DataFile]) -> list[DataFile]:
+        """The files no longer on disk (vacuum deleted them)."""
+        return [f for f in files if not os.path.exists(self.abspath(f))]
+
     def paths(self, files: list[DataFile] | None = None) -> list[str]:
         """Absolute paths of ``files`` (default: the latest version's files)."""
         return [self.abspath(f) for f in (self.files() if files is None else files)]

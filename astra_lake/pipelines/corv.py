@@ -12,8 +12,13 @@ fits (v_rad, log10 Teff, logg) from the best point of a coarse (v, Teff) search;
 square roots of the covariance diagonal, ``(J^T J)^-1`` scaled by the reduced chi^2 (as lmfit does).
 
 ``astra-lake run corv --model corv_warwick_da/`` fits the BOSS spectrum tables; a spectrum without a fit
-gets ``flag_fitting_failure``. Upstream runs corv on Snow White's DA visits only: select them with
-``--where "spectrum_pk IN (SELECT spectrum_pk FROM snow_white WHERE classification = 'DA')"``.
+gets ``flag_fitting_failure``. Every result also says what the lake knows of the star (:data:`LOOKUP`):
+``flag_not_mwm_wd`` when no carton of the ``mwm_wd`` program targeted its source (``sdss5_target_flags``),
+``flag_no_snow_white_classification`` when Snow White has no classification of the spectrum (nor, for a
+spectrum it did not classify, such as a coadd, of another spectrum of the same source: its newest one),
+``flag_not_da_type`` when that classification is not ``DA`` (as of the run: after new Snow White results or
+targeting, ``--force`` recomputes them). Upstream runs corv on Snow White's DA visits
+only: select them with ``--where "spectrum_pk IN (SELECT spectrum_pk FROM snow_white WHERE classification = 'DA')"``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from astra_lake.errors import ArtefactError, InputShapeError
 from astra_lake.kernels import C_KMS
 from astra_lake.pipelines.columns import Arrays
 from astra_lake.pipelines.framework import Block, Output, Pipeline, PipelineError
+from astra_lake.schema.loader import load_schema
 
 F64 = npt.NDArray[np.float64]
 
@@ -235,6 +241,42 @@ class Corv:
         }
 
 
+# Per input spectrum: is its source in an mwm_wd carton, and Snow White's classification (of this spectrum,
+# else the newest of its source's spectra). Results of every v_astra count; the newest classified row wins.
+LOOKUP = """
+WITH wd AS (
+    SELECT DISTINCT s.source_pk FROM source s JOIN sdss5_targeting t
+    ON t.program = 'mwm_wd' AND sdss5_target_bit(s.sdss5_target_flags, t.bit)
+),
+classified AS (SELECT * FROM snow_white WHERE classification IS NOT NULL AND classification <> ''),
+by_spectrum AS (
+    SELECT spectrum_pk, classification FROM classified
+    QUALIFY row_number() OVER (PARTITION BY spectrum_pk ORDER BY v_astra DESC, modified DESC) = 1
+),
+by_source AS (
+    SELECT source_pk, classification FROM classified WHERE source_pk IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY source_pk ORDER BY v_astra DESC, modified DESC, spectrum_pk DESC) = 1
+)
+SELECT i.spectrum_pk, wd.source_pk IS NOT NULL AS in_mwm_wd,
+    coalesce(sp.classification, so.classification) AS snow_white_classification
+FROM {input} i
+LEFT JOIN wd ON wd.source_pk = i.source_pk
+LEFT JOIN by_spectrum sp ON sp.spectrum_pk = i.spectrum_pk
+LEFT JOIN by_source so ON so.source_pk = i.source_pk
+"""
+
+
+def target_flags(in_mwm_wd: npt.ArrayLike, classification: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """``result_flags`` bits 5-7 from the lookup columns (classification None: none available)."""
+    flags = load_schema().table("corv").summary_column.latest  # type: ignore[union-attr]
+    cls = np.asarray(classification, dtype=object)
+    missing = np.array([c is None for c in cls], dtype=bool)
+    out = np.where(np.asarray(in_mwm_wd, dtype=bool), 0, flags.flag("flag_not_mwm_wd").mask)  # type: ignore[union-attr]
+    out |= np.where(missing, flags.flag("flag_no_snow_white_classification").mask, 0)  # type: ignore[union-attr]
+    out |= np.where(~missing & (cls != "DA"), flags.flag("flag_not_da_type").mask, 0)  # type: ignore[union-attr]
+    return out.astype(np.int64)
+
+
 def load(options: dict[str, Any]) -> Corv:
     if options.get("model") is None:
         raise PipelineError("corv needs the Warwick 3D DA grid directory (files such as 800_3D.gz): --model DIR")
@@ -246,7 +288,9 @@ def process(block: Block, corv: Corv, options: dict[str, Any]) -> Output:
     out = corv.fit(block.wavelength, block.flux, block.ivar)
     out.pop("result_flags")
     reason = "fewer than two Balmer-line windows with 10 usable pixels"
-    return Output(columns=out, failed={int(i): reason for i in np.flatnonzero(~np.isfinite(out["v_rad"]))})
+    flags = target_flags(block.column("in_mwm_wd"), block.column("snow_white_classification"))
+    failed = {int(i): reason for i in np.flatnonzero(~np.isfinite(out["v_rad"]))}
+    return Output(columns=out, flags={"result_flags": flags}, failed=failed)
 
 
 PIPELINE = Pipeline(
@@ -256,6 +300,7 @@ PIPELINE = Pipeline(
     process=process,
     load=load,
     options={"model": None, "resolution": 2000.0},
+    lookup=LOOKUP,
     failure_flag="flag_fitting_failure",
     description="corv: v_rad, Teff, logg of DA white dwarfs (--model: the Warwick DA grid directory)",
 )

@@ -79,6 +79,7 @@ class Job:
     opts: dict[str, Any]
     model_npix: int | None
     threads: int
+    lookup: pa.Table | None = None  # the pipeline's lookup columns of the run's spectra (joined to each block)
 
     @property
     def model_key(self) -> str:
@@ -122,7 +123,7 @@ def run_unit(job: Job, table: str, pieces: list[Piece] | None, meta: pa.Table | 
     t0 = time.perf_counter()
     if pieces is not None:
         spec = read_pieces(job.inputs[table], pieces, job.read)
-        block = Block(table, spec.meta, spec.wavelength, spec.flux, spec.ivar, spec.pixel_flags)
+        block = Block(table, spec.meta, spec.wavelength, spec.flux, spec.ivar, spec.pixel_flags).joined(job.lookup)
     else:
         assert meta is not None
         block = Block(table, meta)

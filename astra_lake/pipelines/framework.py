@@ -29,6 +29,7 @@ and provenance (see :mod:`astra_lake.pipelines.run`)::
         options={"model": None},              # every accepted option with its default ("model" = --model)
         files=("model",),                     # options that name files: their sha256 goes into ``runs``
         columns=("snr",),                     # extra input columns the function reads (block.column("snr"))
+        lookup="SELECT i.spectrum_pk, s.ra FROM {input} i JOIN source s USING (source_pk)",  # columns of other tables
         failure_flag="flag_fitting_failure",  # result_flags bit set on rows listed in Output.failed
         exception_flag="flag_runtime_exception",  # set when process() raises for a spectrum (default: failure_flag)
         model_table="model_apogee",           # where Output.model_flux / continuum go (keyed by task_pk)
@@ -46,7 +47,9 @@ Rules the runner applies, so a pipeline does not have to:
   ``boss_visit``) or, for column-input pipelines, result tables: then ``block.flux`` is None and
   ``block.column(name)`` gives the ``columns`` (the input's newest row per spectrum, since results are
   keyed by ``spectrum_pk``). ``--table T`` picks one of ``inputs``; ``--where SQL`` filters the input
-  table's view (e.g. ``"snr > 50"`` or ``"NOT flag_bad"``).
+  table's view (e.g. ``"snr > 50"`` or ``"NOT flag_bad"``). ``lookup`` is SQL over the run's snapshot
+  giving ``spectrum_pk`` and columns from other tables (``{input}`` names the input table): each block
+  gets them as ``block.column(name)``, null for a spectrum the query has no row for.
 - **Failures.** A row listed in ``Output.failed`` gets ``failure_flag`` and a ``task_errors`` row. If
   ``process`` raises, the block is retried one spectrum at a time; each spectrum that still raises gets
   a result row with only ``exception_flag`` set and its exception in ``task_errors``. A run never aborts
@@ -101,12 +104,28 @@ class Block:
     def column(self, name: str) -> np.ndarray:
         """A metadata column as numpy (nulls become NaN for floats)."""
         if name not in self.meta.column_names:
-            raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns")
+            raise PipelineError(f"block of {self.table} has no column {name!r}; declare it in Pipeline.columns or lookup")
         return self.meta.column(name).to_numpy(zero_copy_only=False)
 
     def rng(self, seed: int) -> np.random.Generator:
         """Random draws reproducible per spectrum: seeded by ``seed`` and the block's spectrum_pk."""
         return np.random.default_rng([int(seed), *self.column("spectrum_pk").tolist()])
+
+    def joined(self, extra: pa.Table | None) -> Block:
+        """This block with the columns of ``extra`` (one row per spectrum_pk, sorted by it), matched by
+        spectrum_pk; null where ``extra`` has no row."""
+        if extra is None:
+            return self
+        keys = extra.column("spectrum_pk").to_numpy()
+        pks = self.column("spectrum_pk")
+        pos = np.clip(np.searchsorted(keys, pks), 0, max(len(keys) - 1, 0))
+        hit = keys[pos] == pks if len(keys) else np.zeros(len(pks), dtype=bool)
+        index = pa.array(pos, pa.int64(), mask=~hit)
+        meta = self.meta
+        for name in extra.column_names:
+            if name != "spectrum_pk":
+                meta = meta.append_column(name, extra.column(name).take(index))
+        return Block(self.table, meta, self.wavelength, self.flux, self.ivar, self.pixel_flags)
 
     def take(self, rows: npt.ArrayLike) -> Block:
         """The sub-block of the given row positions."""
@@ -161,6 +180,7 @@ class Pipeline:
     options: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    lookup: str | None = None
     failure_flag: str = "flag_fitting_failure"
     exception_flag: str | None = None
     model_table: str | None = None

@@ -165,21 +165,41 @@ class TaskKeys:
         return out
 
 
+def lookup(con: duckdb.DuckDBPyConnection, tbl: Table, pks: np.ndarray, pipeline: Pipeline) -> pa.Table | None:
+    """The pipeline's ``lookup`` columns of the selected spectra of ``tbl`` (sorted by spectrum_pk)."""
+    if not pipeline.lookup:
+        return None
+    con.register("_todo", pa.table({"spectrum_pk": pa.array(pks, pa.int64())}))
+    query = pipeline.lookup.replace("{input}", tbl.name)
+    rows = _sql(
+        con, f"SELECT * FROM ({query}) SEMI JOIN _todo USING (spectrum_pk) ORDER BY spectrum_pk", f"{pipeline.name} lookup"
+    )
+    keys = rows.column("spectrum_pk").to_numpy() if "spectrum_pk" in rows.column_names else None
+    if keys is None or (len(keys) > 1 and not np.all(np.diff(keys) > 0)):
+        raise PipelineError(f"pipeline {pipeline.name}: its lookup must give one row per spectrum_pk")
+    clash = sorted(set(rows.column_names[1:]) & {*IDS, *pipeline.columns, *tbl.column_names})
+    if clash:
+        raise PipelineError(f"pipeline {pipeline.name}: lookup column(s) {', '.join(clash)} are input columns already")
+    return rows
+
+
 def blocks(
     snapshot: Snapshot, con: duckdb.DuckDBPyConnection, tbl: Table, pks: np.ndarray, pipeline: Pipeline, batch_rows: int
 ) -> Iterator[Block]:
-    """Input blocks of the selected rows: spectra through ``spectra_batches``, columns through DuckDB."""
+    """Input blocks of the selected rows: spectra through ``spectra_batches``, columns through DuckDB, each
+    with the pipeline's ``lookup`` columns."""
     columns = list(dict.fromkeys([*IDS, *pipeline.columns]))
+    extra = lookup(con, tbl, pks, pipeline)
     if tbl.kind == "spectrum":
         for spec in spectra_batches(snapshot, tbl.name, pks=pa.array(pks), columns=columns, batch_rows=batch_rows):
-            yield Block(tbl.name, spec.meta, spec.wavelength, spec.flux, spec.ivar, spec.pixel_flags)
+            yield Block(tbl.name, spec.meta, spec.wavelength, spec.flux, spec.ivar, spec.pixel_flags).joined(extra)
         return
     con.register("_todo", pa.table({"spectrum_pk": pa.array(pks, pa.int64())}))
     rows = _sql(
         con, f"SELECT * FROM ({_newest_input(tbl, ', '.join(columns), None)}) SEMI JOIN _todo USING (spectrum_pk)", "input read"
     )
     for start in range(0, rows.num_rows, batch_rows):
-        yield Block(tbl.name, rows.slice(start, batch_rows))
+        yield Block(tbl.name, rows.slice(start, batch_rows)).joined(extra)
 
 
 def concat(parts: list[Block]) -> Block:
@@ -459,6 +479,8 @@ def _distributed(
 
     read = [c for c in dict.fromkeys([*IDS, *run.pipeline.columns, "spectrum_pk"]) if c not in tbl.pixel_columns]
     job = D.Job(run.pipeline, run.result, {tbl.name: tbl}, read, run.opts, run.model_npix, run.threads)
+    if tbl.kind == "spectrum":  # column inputs are joined here, in blocks()
+        job.lookup = lookup(con, tbl, pks, run.pipeline)
     D.remember_model(job, run.model)
     if tbl.kind == "spectrum":
         units: Iterator[D.Unit] = D.spectrum_units(tbl.name, snapshot.paths(tbl.name), pks, batch_rows)

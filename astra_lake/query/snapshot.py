@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,8 +36,7 @@ class Snapshot:
         return self._files[table]
 
     def _check_readable(self, table: str, delta_version: int | None) -> None:
-        store = self.catalog.store(table)
-        gone = [f for f in self._files[table] if not os.path.exists(store.abspath(f))]
+        gone = self.catalog.store(table).missing(self._files[table])
         if gone:
             raise VersionNotFoundError(
                 f"lake version {self.version} is no longer readable: vacuum deleted {len(gone)} of the "
