@@ -157,6 +157,13 @@ def create_release(
     con = release_connection(snapshot, rf)
     schema = catalog.schema
     tables = _release_tables(con, schema, snapshot)
+    if not tables:
+        why = (
+            "after the release filter"
+            if release_filter and release_filter.as_dict() != ReleaseFilter().as_dict()
+            else "at that tag"
+        )
+        raise ReleaseError(f"tag {tag!r}: no table has rows {why}; a release holds at least one row")
     created = dt.datetime.fromisoformat(entry["created"]).astimezone(dt.UTC)
     partial = out.with_name(f".{out.name}.partial")
     if partial.exists():

@@ -26,10 +26,10 @@ from astropy.io import fits
 from astropy.table import Table
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
 
 from astra_lake import Lake
-from astra_lake.errors import TagExistsError, ValidationError, VersionNotFoundError
+from astra_lake.errors import ReleaseError, TagExistsError, ValidationError, VersionNotFoundError
 from astra_lake.ingest import synthetic as S
 from astra_lake.products.filters import ReleaseFilter
 from astra_lake.products.release import MANIFEST, verify_release
@@ -189,6 +189,11 @@ class ReleaseVersusModel(RuleBasedStateMachine):
         cartons = () if carton is None else (LABELS[carton],)
         rf = ReleaseFilter(max_mjd=max_mjd, omit_columns=tuple(omit), exclude_cartons=cartons)
         out = self.dir / f"r{len(self.releases)}"
+        if not self._expected(tag, rf)["source"]:  # every source filtered out: refused, nothing written
+            with pytest.raises(ReleaseError, match="no table has rows after the release filter"):
+                self.lake.release("dr", tag=tag, out=out, formats=formats, release_filter=rf)
+            assert not out.exists() and not list(self.dir.glob(".*.partial"))
+            return multiple()
         manifest = self.lake.release("dr", tag=tag, out=out, formats=formats, release_filter=rf)
         assert manifest.tag == tag and manifest.table_versions == self.lake.tags()[tag]["tables"]
         made = Made(tag, formats, rf, out, (out / MANIFEST).read_bytes())
@@ -234,16 +239,21 @@ class ReleaseVersusModel(RuleBasedStateMachine):
             assert verify_release(made.path).ok, made.path
 
     # -- the model's view of a release ------------------------------------------------------------
-    def _check_rows(self, made: Made) -> None:
-        state, rf = self.tags[made.tag], made.filter
+    def _expected(self, tag: str, rf: ReleaseFilter) -> dict[str, dict[int, Any]]:
+        """Per released table, key -> value the release must hold for ``tag`` after the filter ``rf``."""
+        state = self.tags[tag]
         excluded = {b.bit for b in load_schema().targeting if b.label in rf.exclude_cartons or b.name in rf.exclude_cartons}
         sources = {i for i in range(N) if not self.bits[i] & excluded}  # spectrum i is the only one of its source
         kept = {i for i, m in state.mjd.items() if (rf.max_mjd is None or m <= rf.max_mjd) and i in sources}
-        expected = {
+        return {
             "source": {self._source_pk(i): None for i in sources},
             "apogee_star": {self.pks[i]: state.mjd[i] for i in kept},
             "corv": {self.pks[i]: t for i, t in state.teff.items() if i in kept},
         }
+
+    def _check_rows(self, made: Made) -> None:
+        rf = made.filter
+        expected = self._expected(made.tag, rf)
         value = {"source": None, "apogee_star": "max_mjd", "corv": "teff"}
         key = {"source": "source_pk", "apogee_star": "spectrum_pk", "corv": "spectrum_pk"}
         manifest = verify_release(made.path).manifest
@@ -345,3 +355,19 @@ class _Fixed:
 
     def draw(self, _strategy: Any) -> Any:
         return self.value
+
+
+def test_a_release_without_rows_is_refused(tmp_path: Path) -> None:
+    """A tag with no rows, or a filter that leaves none, is a one-line ReleaseError and writes nothing."""
+    lake = Lake.init(tmp_path / "lake")
+    lake.tag("empty")
+    with pytest.raises(ReleaseError, match="tag 'empty': no table has rows at that tag"):
+        lake.release("dr", tag="empty", out=tmp_path / "r0")
+    lake.write("source", S.sources(1, seed=3))
+    lake.tag("one")
+    flags = lake.sql("SELECT sdss5_target_flags FROM source").column(0)[0].as_py()
+    carton = LABELS[min(sdss5_target_bits(flags) or [])]  # a carton of the only source
+    with pytest.raises(ReleaseError, match="tag 'one': no table has rows after the release filter"):
+        lake.release("dr", tag="one", out=tmp_path / "r1", release_filter=ReleaseFilter(exclude_cartons=(carton,)))
+    assert not (tmp_path / "r0").exists() and not (tmp_path / "r1").exists() and not list(tmp_path.glob(".*partial"))
+    assert lake.release("dr", tag="one", out=tmp_path / "r2").rows["parquet/source.parquet"] == {"rows": 1}
