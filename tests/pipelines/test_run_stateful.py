@@ -1,0 +1,330 @@
+"""lake.run against a reference model: random sequences of new spectra, changed spectra (new values for
+the same identity, some of which make the pipeline fail or raise), runs (incremental, forced, under a
+new v_astra patch or minor, with a where clause, in small or large batches), a changed model file and
+tags. After every step the lake holds what the model predicts: one result per (spectrum, v_astra
+major.minor), each equal to the pipeline applied to the input the spectrum had when it was last run
+(and to the model file of that run), task_pk kept across re-runs of a key, run_id on every row, one
+model spectrum per result that did not fail, one task_errors row per failure, and the runs table.
+
+The model is plain Python: dicts of the spectra's current values and of the results the runs wrote.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from astra_lake import Lake
+from astra_lake.ingest import synthetic as S
+from astra_lake.pipelines.framework import Block, Output, Pipeline
+from astra_lake.schema.loader import load_schema
+from astra_lake.schema.versions import version_to_int
+
+NPIX = 8575
+KEYS = 6  # spectra o0 .. o5, on sources 0 .. 5
+FAINT, EXPLODE = 0, 7  # a spectrum of flux 0 fails (Output.failed); one of flux 7 makes process() raise
+VALUE = st.integers(0, 8)
+V_ASTRA = ("0.9.1", "0.9.2", "0.10.0")  # 0.9.2 is a patch of 0.9.1 (same results), 0.10.0 a new minor
+FAIL = load_schema().table("the_cannon").flag_column("result_flags").latest.flag("flag_fitting_failure")
+assert FAIL is not None
+
+
+def process(block: Block, model: float, options: dict[str, Any]) -> Output:
+    """teff = median flux, logg = the model file's number; flux 0 fails, flux 7 raises."""
+    assert block.flux is not None
+    flux = block.flux.astype(np.float64)
+    teff = np.median(flux, axis=1)
+    if (teff == EXPLODE).any():
+        raise RuntimeError("cannot fit")
+    return Output(
+        columns={"teff": teff, "logg": np.full(len(block), model)},
+        failed={int(i): "too faint" for i in np.flatnonzero(teff == FAINT)},
+        model_flux=np.ones_like(flux),
+        continuum=flux,
+    )
+
+
+def load(options: dict[str, Any]) -> float:
+    return float(Path(options["model"]).read_text())
+
+
+TOY = Pipeline(
+    name="the_cannon",
+    version="1.0.0",
+    inputs=("apogee_star",),
+    process=process,
+    load=load,
+    options={"model": None},
+    files=("model",),
+    model_table="model_apogee",
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the model knows of one result row."""
+
+    task_pk: int
+    teff: float | None  # None: process() raised for it
+    logg: float | None
+    v_astra: int
+    run_id: int
+    failed: bool
+    stamp: int  # the model's clock when it was written (an input written later makes it stale)
+
+
+def _spectra(rows: list[tuple[int, int]], sdss_ids: list[int]) -> pa.Table:
+    """apogee_star rows o<k> of constant flux ``value`` and snr 10 * value."""
+    n = len(rows)
+    flux = np.repeat(np.array([v for _, v in rows], np.float32), NPIX)
+    return pa.table(
+        {
+            "release": ["dr19"] * n,
+            "apred": ["1.3"] * n,
+            "apstar": ["stars"] * n,
+            "telescope": ["apo25m"] * n,
+            "obj": [f"o{k}" for k, _ in rows],
+            "sdss_id": pa.array([sdss_ids[k] for k, _ in rows], pa.int64()),
+            "snr": pa.array([10.0 * v for _, v in rows], pa.float32()),
+            "flux": pa.FixedSizeListArray.from_arrays(pa.array(flux), NPIX),
+            "ivar": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * NPIX, np.float32)), NPIX),
+        }
+    )
+
+
+@functools.cache
+def _template() -> Path:
+    """A lake with KEYS sources and the first two spectra (o0 = 3, o1 = 5), built once."""
+    root = Path(tempfile.mkdtemp(prefix="astra-lake-run-stateful-")) / "lake"
+    atexit.register(shutil.rmtree, root.parent, ignore_errors=True)
+    lake = Lake.init(root)
+    lake.write("source", S.sources(KEYS, seed=5))
+    ids = sorted(lake.sql("SELECT sdss_id FROM source").column(0).to_pylist())
+    lake.write("apogee_star", _spectra([(0, 3), (1, 5)], ids))
+    return root
+
+
+class RunsVersusModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="astra-lake-run-stateful-"))
+        shutil.copytree(_template(), self.dir / "lake")
+        self.lake = Lake(self.dir / "lake")
+        self.model_file = self.dir / "model.txt"
+        self.model_file.write_text("4")
+        self.sdss_ids = sorted(self.lake.sql("SELECT sdss_id FROM source").column(0).to_pylist())
+        self.clock = 0
+        self.values: dict[int, int] = {0: 3, 1: 5}  # k -> current flux value
+        self.written: dict[int, int] = {0: 0, 1: 0}  # k -> clock of the spectrum's last write
+        self.pk: dict[int, int] = self._pks()
+        self.results: dict[tuple[int, int], Result] = {}  # (k, v_astra major.minor) -> result
+        self.errors: set[tuple[int, int]] = set()  # (run_id, spectrum_pk)
+        self.runs: list[dict[str, Any]] = []
+        self.minted: set[int] = set()
+        self.modelled: set[int] = set()  # task_pk that ever had a model spectrum
+        self.tags: dict[str, dict[tuple[int, int], Result]] = {}
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _pks(self) -> dict[int, int]:
+        rows = self.lake.sql("SELECT obj, spectrum_pk FROM apogee_star").to_pylist()
+        return {int(r["obj"][1:]): r["spectrum_pk"] for r in rows}
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    # -- rules ------------------------------------------------------------------------------------
+    @precondition(lambda self: len(self.values) < KEYS)
+    @rule(data=st.data(), value=VALUE)
+    def add_spectrum(self, data: st.DataObject, value: int) -> None:
+        k = data.draw(st.sampled_from(sorted(set(range(KEYS)) - set(self.values))))
+        self.lake.write("apogee_star", _spectra([(k, value)], self.sdss_ids))
+        self.values[k], self.written[k] = value, self._tick()
+        pks = self._pks()
+        assert {j: pks[j] for j in self.pk} == self.pk and k in pks  # identities of the others unchanged
+        self.pk = pks
+
+    @rule(data=st.data())
+    def change_spectra(self, data: st.DataObject) -> None:
+        """New values for existing identities (an upsert: spectrum_pk kept, modified advanced)."""
+        ks = data.draw(st.lists(st.sampled_from(sorted(self.values)), min_size=1, max_size=3, unique=True))
+        values = data.draw(st.lists(VALUE, min_size=len(ks), max_size=len(ks)))
+        self.change_spectra_to(dict(zip(ks, values, strict=True)))
+
+    def change_spectra_to(self, values: dict[int, int]) -> None:
+        self.lake.upsert("apogee_star", _spectra(list(values.items()), self.sdss_ids))
+        stamp = self._tick()
+        for k, v in values.items():
+            self.values[k], self.written[k] = v, stamp
+        assert self._pks() == self.pk
+
+    @rule(text=st.sampled_from(["4", "4.5", "6"]))
+    def change_model_file(self, text: str) -> None:
+        """A new model file: its sha256 goes into the next run's row; results are redone only when forced
+        (work is selected on input changes alone, as upstream Astra selects it)."""
+        self.model_file.write_text(text)
+
+    @rule(
+        force=st.booleans(),
+        v=st.sampled_from(V_ASTRA),
+        snr_above=st.sampled_from([None, None, 25, 45]),
+        batch_rows=st.sampled_from([1, 2, 256]),
+    )
+    def run(self, force: bool, v: str, snr_above: int | None, batch_rows: int) -> None:
+        v_astra = version_to_int(v)
+        mm = v_astra // 1000
+        selected = [k for k in sorted(self.values) if snr_above is None or 10 * self.values[k] > snr_above]
+        todo = [k for k in selected if force or (k, mm) not in self.results or self.written[k] > self.results[(k, mm)].stamp]
+        version = self.lake.version
+        where = None if snr_above is None else f"snr > {snr_above}"
+        opts = {"force": force, "v_astra": v, "where": where, "batch_rows": batch_rows, "model": str(self.model_file)}
+        summary = self.lake.run(TOY, workers=1, **opts)
+        failed = [k for k in todo if self.values[k] in (FAINT, EXPLODE)]
+        assert (summary.selected, summary.skipped, summary.done, summary.failed) == (
+            len(selected),
+            len(selected) - len(todo),
+            len(todo),
+            len(failed),
+        )
+        if not todo:  # nothing to do: nothing written, no runs row
+            assert summary.run_id is None and self.lake.version == version
+            return
+        run_id = len(self.runs) + 1
+        assert summary.run_id == run_id
+        stamp = self._tick()
+        logg = float(self.model_file.read_text())
+        for k in todo:
+            old = self.results.get((k, mm))
+            value = self.values[k]
+            self.results[(k, mm)] = Result(
+                task_pk=old.task_pk if old else -1,  # -1: a new one, checked against those minted before
+                teff=None if value == EXPLODE else float(value),
+                logg=None if value == EXPLODE else logg,  # process() raised: its columns stay null
+                v_astra=v_astra,
+                run_id=run_id,
+                failed=value in (FAINT, EXPLODE),
+                stamp=stamp,
+            )
+        self.errors |= {(run_id, self.pk[k]) for k in failed}
+        sha = hashlib.sha256(self.model_file.read_bytes()).hexdigest()
+        self.runs.append(
+            {
+                "run_id": run_id,
+                "status": "finished",
+                "v_astra": v_astra,
+                "n_selected": len(selected),
+                "n_skipped": len(selected) - len(todo),
+                "n_done": len(todo),
+                "n_failed": len(failed),
+                "model_sha256": sha,
+                "input_version": version,
+            }
+        )
+        got = self._read()
+        new = {key for key, r in self.results.items() if r.task_pk == -1}
+        for key in new:  # fresh task_pk from the lake's sequence: never one handed out before
+            assert got[key].task_pk not in self.minted and got[key].task_pk > max(self.minted, default=0), key
+            self.results[key] = replace(self.results[key], task_pk=got[key].task_pk)
+        self.minted |= {self.results[key].task_pk for key in new}
+        self.modelled |= {self.results[(k, mm)].task_pk for k in todo if not self.results[(k, mm)].failed}
+
+    @rule()
+    def tag(self) -> None:
+        name = f"t{len(self.tags)}"
+        self.lake.tag(name)
+        self.tags[name] = dict(self.results)
+
+    # -- invariants -------------------------------------------------------------------------------
+    def _read(self, version: str | None = None) -> dict[tuple[int, int], Result]:
+        rows = self.lake.sql(
+            "SELECT spectrum_pk, task_pk, teff, logg, v_astra, run_id, result_flags FROM the_cannon", version
+        ).to_pylist()
+        by_pk = {pk: k for k, pk in self.pk.items()}
+        out = {
+            (by_pk[r["spectrum_pk"]], r["v_astra"] // 1000): Result(
+                r["task_pk"], r["teff"], r["logg"], r["v_astra"], r["run_id"], bool(r["result_flags"] & FAIL.mask), 0
+            )
+            for r in rows
+        }
+        assert len(out) == len(rows), "a (spectrum, v_astra major.minor) has two results"
+        return out
+
+    @staticmethod
+    def _same(got: dict[tuple[int, int], Result], expected: dict[tuple[int, int], Result]) -> None:
+        assert set(got) == set(expected)
+        for key, r in expected.items():
+            g = got[key]
+            assert (g.teff, g.logg, g.v_astra, g.run_id, g.failed) == (r.teff, r.logg, r.v_astra, r.run_id, r.failed), key
+            assert r.task_pk == -1 or g.task_pk == r.task_pk, key
+
+    @invariant()
+    def results_equal_model(self) -> None:
+        self._same(self._read(), self.results)
+        for name, results in self.tags.items():
+            self._same(self._read(name), results)
+
+    @invariant()
+    def model_spectra_errors_and_runs_equal_model(self) -> None:
+        models = self.lake.sql(
+            "SELECT task_pk, spectrum_pk, run_id, continuum[1] AS c, model_flux[1] AS m FROM model_apogee "
+            "WHERE pipeline = 'the_cannon'"
+        ).to_pylist()
+        by_task = {m["task_pk"]: m for m in models}
+        assert len(by_task) == len(models), "a task_pk has two model spectra"
+        expected = {r.task_pk: (k, r) for (k, _), r in self.results.items() if not r.failed or r.task_pk in self.modelled}
+        assert set(by_task) == set(expected), "model spectra: one per result that did not fail (or once had one)"
+        for task_pk, (k, r) in expected.items():
+            m = by_task[task_pk]
+            assert (m["spectrum_pk"], m["run_id"]) == (self.pk[k], r.run_id), task_pk
+            if r.failed:  # a result redone that failed: its earlier model spectrum is blanked, not left behind
+                assert math.isnan(m["c"]) and math.isnan(m["m"]), task_pk
+            else:
+                assert (m["c"], m["m"]) == (r.teff, 1.0), task_pk
+        errors = self.lake.sql("SELECT run_id, spectrum_pk FROM task_errors").to_pylist()
+        assert {(e["run_id"], e["spectrum_pk"]) for e in errors} == self.errors and len(errors) == len(self.errors)
+        cols = ", ".join(self.runs[0]) if self.runs else "run_id"
+        runs = self.lake.sql(f"SELECT {cols} FROM runs ORDER BY run_id").to_pylist()
+        assert runs == self.runs
+
+
+# Bounded for CI; no shrinking (a failure prints its steps at once instead of minutes of shrinking).
+TestRunsVersusModel = RunsVersusModel.TestCase
+TestRunsVersusModel.settings = settings(
+    max_examples=3,
+    stateful_step_count=12,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def test_spectrum_that_fails_after_a_good_run() -> None:
+    """A spectrum analysed, then changed so that the pipeline fails (and raises) for it, then run again:
+    its result is replaced by a flagged one, and it keeps no model spectrum of the earlier run."""
+    machine = RunsVersusModel()
+    try:
+        machine.run(force=False, v="0.9.1", snr_above=None, batch_rows=256)
+        machine.change_model_file(text="6")
+        machine.run(force=False, v="0.9.2", snr_above=None, batch_rows=256)  # nothing to do
+        machine.change_spectra_to({0: FAINT, 1: EXPLODE})
+        machine.run(force=False, v="0.9.2", snr_above=None, batch_rows=1)
+        machine.results_equal_model()
+        machine.model_spectra_errors_and_runs_equal_model()
+    finally:
+        machine.teardown()
