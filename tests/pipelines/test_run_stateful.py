@@ -206,6 +206,15 @@ class RunsVersusModel(RuleBasedStateMachine):
             return
         run_id = len(self.runs) + 1
         assert summary.run_id == run_id
+        upserts: dict[str, list[int]] = {}
+        for c in self.lake.versions():
+            if c.lake_version > version and c.operation == "upsert":
+                upserts.setdefault(c.table, []).append(c.rows)
+        blanked = [k for k in failed if (k, mm) in self.results and self.results[(k, mm)].task_pk in self.modelled]
+        # results committed every batch_rows; model spectra of those that did not fail (or blanked); errors
+        assert upserts["the_cannon"] == [min(batch_rows, len(todo) - i) for i in range(0, len(todo), batch_rows)]
+        assert sum(upserts.get("model_apogee", [])) == len(todo) - len(failed) + len(blanked)
+        assert sum(upserts.get("task_errors", [])) == len(failed) and upserts["runs"] == [1, 1]
         stamp = self._tick()
         logg = float(self.model_file.read_text())
         for k in todo:
