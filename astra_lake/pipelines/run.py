@@ -350,8 +350,9 @@ class Batches:
         self.models: list[pa.Table] = []
         self.errors: list[dict[str, Any]] = []
         self.pending = 0
+        self.pending_failed = 0
         self.done = 0
-        self.failed = 0
+        self.failed = 0  # of the committed results (as ``done``), so a stopped run's row counts what it wrote
 
     def add(
         self, block: Block, out: BlockResult, task_pks: np.ndarray, t_elapsed: float, modelled: np.ndarray | None = None
@@ -408,7 +409,7 @@ class Batches:
         for i, (msg, tb) in sorted(out.exceptions.items()):
             self.errors.append(self._error(block, pk[i], ctx.pipeline.exception_flag or ctx.pipeline.failure_flag, msg, tb))
         self.pending += n
-        self.failed += len(bad)
+        self.pending_failed += len(bad)
 
     def _error(self, block: Block, spectrum_pk: int, flag: str, message: str, tb: str) -> dict[str, Any]:
         return {
@@ -438,7 +439,8 @@ class Batches:
                 writer.upsert("task_errors", pa.Table.from_pylist(self.errors))
             writer.upsert(ctx.pipeline.name, results)
         self.done += self.pending
-        self.results, self.models, self.errors, self.pending = [], [], [], 0
+        self.failed += self.pending_failed
+        self.results, self.models, self.errors, self.pending, self.pending_failed = [], [], [], 0, 0
 
 
 @dataclass

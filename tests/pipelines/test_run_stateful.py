@@ -1,10 +1,12 @@
 """lake.run against a reference model: random sequences of new spectra, changed spectra (new values for
 the same identity, some of which make the pipeline fail or raise), runs (incremental, forced, under a
-new v_astra patch or minor, with a where clause, in small or large batches), a changed model file and
-tags. After every step the lake holds what the model predicts: one result per (spectrum, v_astra
-major.minor), each equal to the pipeline applied to the input the spectrum had when it was last run
-(and to the model file of that run), task_pk kept across re-runs of a key, run_id on every row, one
-model spectrum per result that did not fail, one task_errors row per failure, and the runs table.
+new v_astra patch or minor, with a where clause, in small or large batches, or stopped at a result
+commit as a crash would stop them), a changed model file and tags. After every step the lake holds
+what the model predicts: one result per (spectrum, v_astra major.minor), each equal to the pipeline
+applied to the input the spectrum had when it was last run (and to the model file of that run),
+task_pk kept across re-runs of a key, run_id on every row, one model spectrum per result that did not
+fail (a stopped run's model rows re-used by the next run), one task_errors row per failure, each
+run's commits, and the runs table.
 
 The model is plain Python: dicts of the spectra's current values and of the results the runs wrote.
 """
@@ -20,15 +22,18 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from astra_lake import Lake
 from astra_lake.ingest import synthetic as S
+from astra_lake.lake.writer import Writer
 from astra_lake.pipelines.framework import Block, Output, Pipeline
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.versions import version_to_int
@@ -135,6 +140,7 @@ class RunsVersusModel(RuleBasedStateMachine):
         self.runs: list[dict[str, Any]] = []
         self.minted: set[int] = set()
         self.modelled: set[int] = set()  # task_pk that ever had a model spectrum
+        self.pending: dict[tuple[int, int], int] = {}  # key -> task_pk of a model row an interrupted run left
         self.tags: dict[str, dict[tuple[int, int], Result]] = {}
 
     def teardown(self) -> None:
@@ -152,7 +158,9 @@ class RunsVersusModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.values) < KEYS)
     @rule(data=st.data(), value=VALUE)
     def add_spectrum(self, data: st.DataObject, value: int) -> None:
-        k = data.draw(st.sampled_from(sorted(set(range(KEYS)) - set(self.values))))
+        self.add_spectrum_k(data.draw(st.sampled_from(sorted(set(range(KEYS)) - set(self.values)))), value)
+
+    def add_spectrum_k(self, k: int, value: int) -> None:
         self.lake.write("apogee_star", _spectra([(k, value)], self.sdss_ids))
         self.values[k], self.written[k] = value, self._tick()
         pks = self._pks()
@@ -184,44 +192,69 @@ class RunsVersusModel(RuleBasedStateMachine):
         v=st.sampled_from(V_ASTRA),
         snr_above=st.sampled_from([None, None, 25, 45]),
         batch_rows=st.sampled_from([1, 2, 256]),
+        interrupt=st.sampled_from([None, None, None, 0, 1]),
     )
-    def run(self, force: bool, v: str, snr_above: int | None, batch_rows: int) -> None:
+    def run(self, force: bool, v: str, snr_above: int | None, batch_rows: int, interrupt: int | None = None) -> None:
+        """A run; ``interrupt``: its result commit number ``interrupt`` (from 0) raises, as a crash there
+        would stop it (the batch's model spectra and errors are committed, its results are not)."""
         v_astra = version_to_int(v)
         mm = v_astra // 1000
         selected = [k for k in sorted(self.values) if snr_above is None or 10 * self.values[k] > snr_above]
         todo = [k for k in selected if force or (k, mm) not in self.results or self.written[k] > self.results[(k, mm)].stamp]
+        commits = [min(batch_rows, len(todo) - i) for i in range(0, len(todo), batch_rows)]
+        crash = interrupt is not None and interrupt < len(commits)
         version = self.lake.version
         where = None if snr_above is None else f"snr > {snr_above}"
         opts = {"force": force, "v_astra": v, "where": where, "batch_rows": batch_rows, "model": str(self.model_file)}
-        summary = self.lake.run(TOY, workers=1, **opts)
         failed = [k for k in todo if self.values[k] in (FAINT, EXPLODE)]
-        assert (summary.selected, summary.skipped, summary.done, summary.failed) == (
-            len(selected),
-            len(selected) - len(todo),
-            len(todo),
-            len(failed),
-        )
-        if not todo:  # nothing to do: nothing written, no runs row
-            assert summary.run_id is None and self.lake.version == version
-            return
         run_id = len(self.runs) + 1
-        assert summary.run_id == run_id
+        if crash:
+            calls = [0]
+            upsert = Writer.upsert
+
+            def crashing(writer: Writer, table: str, data: Any, **kw: Any) -> int:
+                if table == "the_cannon":
+                    calls[0] += 1
+                    if calls[0] > (interrupt or 0):
+                        raise RuntimeError("interrupted")
+                return upsert(writer, table, data, **kw)
+
+            with patch.object(Writer, "upsert", crashing), pytest.raises(RuntimeError, match="interrupted"):
+                self.lake.run(TOY, workers=1, **opts)
+            pks = set(self.lake.sql(f"SELECT spectrum_pk FROM the_cannon WHERE run_id = {run_id}").column(0).to_pylist())
+            done = [k for k in todo if self.pk[k] in pks]
+            assert len(done) == sum(commits[: interrupt or 0]) and len(pks) == len(done)
+        else:
+            summary = self.lake.run(TOY, workers=1, **opts)
+            assert (summary.selected, summary.skipped, summary.done, summary.failed) == (
+                len(selected),
+                len(selected) - len(todo),
+                len(todo),
+                len(failed),
+            )
+            if not todo:  # nothing to do: nothing written, no runs row
+                assert summary.run_id is None and self.lake.version == version
+                return
+            assert summary.run_id == run_id
+            done = todo
         upserts: dict[str, list[int]] = {}
         for c in self.lake.versions():
             if c.lake_version > version and c.operation == "upsert":
                 upserts.setdefault(c.table, []).append(c.rows)
-        blanked = [k for k in failed if (k, mm) in self.results and self.results[(k, mm)].task_pk in self.modelled]
-        # results committed every batch_rows; model spectra of those that did not fail (or blanked); errors
-        assert upserts["the_cannon"] == [min(batch_rows, len(todo) - i) for i in range(0, len(todo), batch_rows)]
-        assert sum(upserts.get("model_apogee", [])) == len(todo) - len(failed) + len(blanked)
-        assert sum(upserts.get("task_errors", [])) == len(failed) and upserts["runs"] == [1, 1]
+        task = {k: self._task(k, mm) for k in todo}
+        blanked = [k for k in failed if task[k] in self.modelled]
+        if crash:
+            assert upserts.get("the_cannon", []) == commits[: interrupt or 0] and upserts["runs"] == [1, 1]
+        else:  # results committed every batch_rows; model spectra of those that did not fail (or blanked); errors
+            assert upserts["the_cannon"] == commits
+            assert sum(upserts.get("model_apogee", [])) == len(todo) - len(failed) + len(blanked)
+            assert sum(upserts.get("task_errors", [])) == len(failed) and upserts["runs"] == [1, 1]
         stamp = self._tick()
         logg = float(self.model_file.read_text())
-        for k in todo:
-            old = self.results.get((k, mm))
+        for k in done:
             value = self.values[k]
             self.results[(k, mm)] = Result(
-                task_pk=old.task_pk if old else -1,  # -1: a new one, checked against those minted before
+                task_pk=task[k],  # -1: a new one, checked against those minted before
                 teff=None if value == EXPLODE else float(value),
                 logg=None if value == EXPLODE else logg,  # process() raised: its columns stay null
                 v_astra=v_astra,
@@ -229,28 +262,50 @@ class RunsVersusModel(RuleBasedStateMachine):
                 failed=value in (FAINT, EXPLODE),
                 stamp=stamp,
             )
-        self.errors |= {(run_id, self.pk[k]) for k in failed}
-        sha = hashlib.sha256(self.model_file.read_bytes()).hexdigest()
+            self.pending.pop((k, mm), None)
+        errors = {(run_id, self.pk[k]) for k in failed if k in done}
+        if crash:  # the interrupted batch's errors and model spectra are there, its results not (yet)
+            stored = self.lake.sql(f"SELECT run_id, spectrum_pk FROM task_errors WHERE run_id = {run_id}").to_pylist()
+            got = {(e["run_id"], e["spectrum_pk"]) for e in stored}
+            assert errors <= got <= {(run_id, self.pk[k]) for k in failed}
+            errors = got
+            rows = self.lake.sql(f"SELECT spectrum_pk, task_pk FROM model_apogee WHERE run_id = {run_id}").to_pylist()
+            by_pk = {pk: k for k, pk in self.pk.items()}
+            for r in rows:
+                k = by_pk[r["spectrum_pk"]]
+                if k not in done:  # a model row whose result did not land: re-used by the next run of the key
+                    assert k in todo and task[k] in (-1, r["task_pk"])
+                    self.pending[(k, mm)] = r["task_pk"]
+        self.errors |= errors
         self.runs.append(
             {
                 "run_id": run_id,
-                "status": "finished",
+                "status": "failed" if crash else "finished",
                 "v_astra": v_astra,
                 "n_selected": len(selected),
                 "n_skipped": len(selected) - len(todo),
-                "n_done": len(todo),
-                "n_failed": len(failed),
-                "model_sha256": sha,
+                "n_done": len(done),
+                "n_failed": len([k for k in failed if k in done]),
+                "model_sha256": hashlib.sha256(self.model_file.read_bytes()).hexdigest(),
                 "input_version": version,
             }
         )
-        got = self._read()
-        new = {key for key, r in self.results.items() if r.task_pk == -1}
+        got_results = self._read()
+        new = {(k, mm) for k in done if task[k] == -1}
         for key in new:  # fresh task_pk from the lake's sequence: never one handed out before
-            assert got[key].task_pk not in self.minted and got[key].task_pk > max(self.minted, default=0), key
-            self.results[key] = replace(self.results[key], task_pk=got[key].task_pk)
+            assert got_results[key].task_pk not in self.minted and got_results[key].task_pk > max(self.minted, default=0), key
+            self.results[key] = replace(self.results[key], task_pk=got_results[key].task_pk)
         self.minted |= {self.results[key].task_pk for key in new}
-        self.modelled |= {self.results[(k, mm)].task_pk for k in todo if not self.results[(k, mm)].failed}
+        self.minted |= set(self.pending.values())
+        self.modelled |= {self.results[(k, mm)].task_pk for k in done if not self.results[(k, mm)].failed}
+        self.modelled |= set(self.pending.values())
+
+    def _task(self, k: int, mm: int) -> int:
+        """The task_pk a run gives key (k, mm): its result's, else that of a model row left by an
+        interrupted run, else -1 (a new one)."""
+        if (k, mm) in self.results:
+            return self.results[(k, mm)].task_pk
+        return self.pending.get((k, mm), -1)
 
     @rule()
     def tag(self) -> None:
@@ -296,8 +351,11 @@ class RunsVersusModel(RuleBasedStateMachine):
         by_task = {m["task_pk"]: m for m in models}
         assert len(by_task) == len(models), "a task_pk has two model spectra"
         expected = {r.task_pk: (k, r) for (k, _), r in self.results.items() if not r.failed or r.task_pk in self.modelled}
-        assert set(by_task) == set(expected), "model spectra: one per result that did not fail (or once had one)"
+        inflight = set(self.pending.values()) | {r.task_pk for key, r in self.results.items() if key in self.pending}
+        assert set(by_task) == set(expected) | inflight, "model spectra: one per result that did not fail (or once had one)"
         for task_pk, (k, r) in expected.items():
+            if task_pk in inflight:  # written by an interrupted run whose result did not land
+                continue
             m = by_task[task_pk]
             assert (m["spectrum_pk"], m["run_id"]) == (self.pk[k], r.run_id), task_pk
             if r.failed:  # a result redone that failed: its earlier model spectrum is blanked, not left behind
@@ -314,8 +372,8 @@ class RunsVersusModel(RuleBasedStateMachine):
 # Bounded for CI; no shrinking (a failure prints its steps at once instead of minutes of shrinking).
 TestRunsVersusModel = RunsVersusModel.TestCase
 TestRunsVersusModel.settings = settings(
-    max_examples=3,
-    stateful_step_count=12,
+    max_examples=2,
+    stateful_step_count=8,
     deadline=None,
     database=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -335,5 +393,27 @@ def test_spectrum_that_fails_after_a_good_run() -> None:
         machine.run(force=False, v="0.9.2", snr_above=None, batch_rows=1)
         machine.results_equal_model()
         machine.model_spectra_errors_and_runs_equal_model()
+    finally:
+        machine.teardown()
+
+
+def test_interrupted_run_then_rerun() -> None:
+    """A run stopped at its second result commit (the batch's model spectra and errors committed, its
+    results not), then the input of the stopped batch changed so that it fails, and the run redone: the
+    stopped run's row counts only what it committed; the rerun re-uses the task_pk of the model rows left
+    behind and blanks the one whose spectrum now fails."""
+    machine = RunsVersusModel()
+    try:
+        machine.add_spectrum_k(2, FAINT)
+        machine.add_spectrum_k(3, EXPLODE)
+        machine.change_spectra_to({0: FAINT})  # 3 of the 4 fail: the stopped batch holds one or two of them
+        machine.run(force=False, v="0.9.1", snr_above=None, batch_rows=2, interrupt=1)
+        machine.results_equal_model()
+        machine.model_spectra_errors_and_runs_equal_model()
+        machine.change_spectra_to({0: 2, 1: EXPLODE, 2: 3, 3: 6})
+        machine.run(force=False, v="0.9.1", snr_above=None, batch_rows=2)
+        machine.results_equal_model()
+        machine.model_spectra_errors_and_runs_equal_model()
+        assert not machine.pending
     finally:
         machine.teardown()
