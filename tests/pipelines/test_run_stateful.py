@@ -308,6 +308,12 @@ class RunsVersusModel(RuleBasedStateMachine):
         return self.pending.get((k, mm), -1)
 
     @rule()
+    def compact_and_vacuum(self) -> None:
+        """Rewriting files changes no row: no spectrum looks changed to the next run, every tag still reads."""
+        self.lake.compact()
+        self.lake.vacuum(retention_hours=0, dry_run=False)
+
+    @rule()
     def tag(self) -> None:
         name = f"t{len(self.tags)}"
         self.lake.tag(name)
