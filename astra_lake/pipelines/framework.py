@@ -53,7 +53,8 @@ Rules the runner applies, so a pipeline does not have to:
 - **Failures.** A row listed in ``Output.failed`` gets ``failure_flag`` and a ``task_errors`` row. If
   ``process`` raises, the block is retried one spectrum at a time; each spectrum that still raises gets
   a result row with only ``exception_flag`` set and its exception in ``task_errors``. A run never aborts
-  for one spectrum.
+  for one spectrum. A failed spectrum gets no model spectrum; one whose earlier result had one gets
+  that model row replaced by NaN (of this run), so no model of an older input outlives its result.
 - **Identity and provenance.** ``spectrum_pk``, ``source_pk``, ``sdss_id``, ``v_astra``, ``task_pk``,
   ``run_id``, ``t_elapsed``, ``t_overhead`` and ``tag`` are filled by the runner; ``Output.columns``
   holds only the pipeline's own columns (the runner names the first unknown one if any is not declared).

@@ -155,6 +155,14 @@ class TaskKeys:
         known = _sql(con, q, "task_pk lookup").sort_by("spectrum_pk")
         self.pks = known.column("spectrum_pk").to_numpy()
         self.tasks = known.column("task_pk").to_numpy()
+        self.modelled = np.zeros(0, np.int64)  # task_pk with a stored model spectrum (sorted)
+        if pipeline.model_table:
+            q = f"SELECT DISTINCT task_pk FROM {pipeline.model_table} WHERE pipeline = '{pipeline.name}' ORDER BY task_pk"
+            self.modelled = _sql(con, q, "model spectra lookup").column("task_pk").to_numpy()
+
+    def have_model(self, task_pks: np.ndarray) -> np.ndarray:
+        """Whether each task_pk has a model spectrum stored (a redone result that fails must blank it)."""
+        return np.isin(task_pks, self.modelled, assume_unique=False)
 
     def of(self, spectrum_pk: np.ndarray) -> np.ndarray:
         out = np.zeros(len(spectrum_pk), dtype=np.int64)
@@ -362,10 +370,15 @@ class Batches:
         self.models: list[pa.Table] = []
         self.errors: list[dict[str, Any]] = []
         self.pending = 0
+        self.pending_failed = 0
         self.done = 0
-        self.failed = 0
+        self.failed = 0  # of the committed results (as ``done``), so a stopped run's row counts what it wrote
 
-    def add(self, block: Block, out: BlockResult, task_pks: np.ndarray, t_elapsed: float) -> None:
+    def add(
+        self, block: Block, out: BlockResult, task_pks: np.ndarray, t_elapsed: float, modelled: np.ndarray | None = None
+    ) -> None:
+        """``modelled``: rows whose task_pk has a model spectrum stored; one of those that fails now gets a
+        model row of NaN (of this run), so no model spectrum of an earlier input outlives its result."""
         ctx, n = self.ctx, len(block)
         ident = {c: block.meta.column(c) for c in ("spectrum_pk", "source_pk", "sdss_id", "_healpix_29")}
         common = {
@@ -395,10 +408,16 @@ class Batches:
         cols = {**common, **out.columns, **{k: pa.array(v) for k, v in flags.items()}}
         cols["t_elapsed"] = pa.array(np.full(n, t_elapsed / max(n, 1)))
         self.results.append(pa.table(cols))
-        if out.model:
-            ok = np.setdiff1d(np.arange(n), bad)
+        good = np.ones(n, bool)
+        good[bad] = False
+        blank = np.zeros(n, bool) if modelled is None or ctx.pipeline.model_table is None else modelled & ~good
+        if out.model or blank.any():
+            ok = np.flatnonzero((good if out.model else False) | blank)
             npix = ctx.model_npix or 0
-            model = {k: v[ok] for k, v in out.model.items()}
+            names = list(out.model) or list(ctx.catalog.schema.table(ctx.pipeline.model_table or "").pixel_columns)
+            model = {k: out.model[k][ok] if k in out.model else np.full((len(ok), npix), np.nan, np.float32) for k in names}
+            for v in model.values():
+                v[blank[ok]] = np.nan
             rows = {k: pc.take(v, pa.array(ok)) for k, v in common.items()}
             rows["pipeline"] = pa.array([ctx.pipeline.name] * len(ok), pa.string())
             for k, v in model.items():
@@ -410,7 +429,7 @@ class Batches:
         for i, (msg, tb) in sorted(out.exceptions.items()):
             self.errors.append(self._error(block, pk[i], ctx.pipeline.exception_flag or ctx.pipeline.failure_flag, msg, tb))
         self.pending += n
-        self.failed += len(bad)
+        self.pending_failed += len(bad)
 
     def _error(self, block: Block, spectrum_pk: int, flag: str, message: str, tb: str) -> dict[str, Any]:
         return {
@@ -440,7 +459,8 @@ class Batches:
                 writer.upsert("task_errors", pa.Table.from_pylist(self.errors))
             writer.upsert(ctx.pipeline.name, results)
         self.done += self.pending
-        self.results, self.models, self.errors, self.pending = [], [], [], 0
+        self.failed += self.pending_failed
+        self.results, self.models, self.errors, self.pending, self.pending_failed = [], [], [], 0, 0
 
 
 @dataclass
@@ -616,7 +636,8 @@ def run_pipeline(
                 else:
                     source = _distributed(client, snapshot, con, schema.table(t), todo[t], batch_rows, run)
                 for block, out, elapsed in source:
-                    batches.add(block, out, keys.of(block.column("spectrum_pk")), elapsed)
+                    task_pks = keys.of(block.column("spectrum_pk"))
+                    batches.add(block, out, task_pks, elapsed, keys.have_model(task_pks))
                     bar.advance(job, len(block))
                     if batches.pending >= batch_rows:
                         with timer.paused():
