@@ -121,7 +121,7 @@ def plan(hdul: fits.HDUList, path: str, kind: str) -> DrpFile:
         if target is None:
             continue
         by_lake = {lake: f for f, lake in target.columns}
-        absent = [by_lake[m] for m in target.match if by_lake[m] not in fields]
+        absent = [by_lake[m] for m in target.match if m in by_lake and by_lake[m] not in fields]
         if absent:
             raise IngestError(
                 f"{path}: HDU 1 has no column {absent[0].upper()} ({kind} rows find their {target.table} row by it)",
@@ -158,8 +158,15 @@ def _read(df: DrpFile, hdu: Hdu, target: Target, tbl: Table, part_rows: int) -> 
             if lake in signed32:
                 values = pa.array(from_signed32(values.to_numpy(zero_copy_only=False)))
             if _is_identifier(lake):
-                values = pc.if_else(pc.greater(values, 0), values, pa.scalar(None, values.type))
+                given = (
+                    pc.greater(values, 0)
+                    if pa.types.is_integer(values.type)
+                    else pc.not_equal(pc.utf8_trim_whitespace(values), "")
+                )
+                values = pc.if_else(given, values, pa.scalar(None, values.type))
             cols[lake] = values
+        for lake, value in target.constants:
+            cols[lake] = pa.array([value] * len(raw), schema.field(lake).type)
         pending.append(pa.table(cols) if cols else pa.table({"_": pa.nulls(len(raw))}).drop_columns(["_"]))
         done = start + len(raw) == hdu.rows
         if done or sum(p.num_rows for p in pending) >= part_rows:
@@ -175,7 +182,7 @@ def _keys_of(target: Target) -> Target:
 
 
 def _is_identifier(lake: str) -> bool:
-    return lake == "sdss_id" or lake.startswith("catalogid") or lake.endswith("_source_id") or lake == "tic_v8_id"
+    return lake in ("sdss_id", "sdss4_apogee_id", "tic_v8_id") or lake.startswith("catalogid") or lake.endswith("_source_id")
 
 
 def _value(df: DrpFile, hdu: Hdu, fits_name: str, values: np.ndarray, target: pa.DataType, start: int) -> pa.Array:
@@ -225,6 +232,8 @@ def _source_lookup(con: duckdb.DuckDBPyConnection, paths: list[str], match: tupl
 
 def _source_pks(con: duckdb.DuckDBPyConnection, rows: pa.Table, match: tuple[str, ...]) -> pa.Array:
     """The stored source of each row: by the first identifier (in ``match`` order) a source has; null if none."""
+    if not match:
+        return pa.nulls(rows.num_rows, pa.int64())
     con.register("ids", rows.select(list(match)).append_column("_row", pa.array(np.arange(rows.num_rows))))
     joins = " ".join(f"LEFT JOIN m_{c} ON ids.{c} = m_{c}.k" for c in match)
     pks = ", ".join(f"m_{c}.pk" for c in match)
@@ -255,10 +264,11 @@ def _sources(
             if by_spectrum:
                 pk = pc.coalesce(_via_spectrum(con, spectra, spectrum.match if spectrum else ()), pk)
         found = pc.is_valid(pk)
-        ids = [pc.is_valid(rows.column(c)) for c in target.match]
+        ids = [pc.is_valid(rows.column(c)) for c in target.match] or [pa.array(np.zeros(rows.num_rows, bool))]
         any_id = functools.reduce(pc.or_, ids[1:], ids[0])
         lost = pc.and_(pc.invert(found), pc.invert(any_id))
-        report._add(report.unmatched, f"rows without {' or '.join(target.match)}", pc.sum(lost).as_py() or 0)
+        why = f"rows without {' or '.join(target.match)}" if target.match else "rows whose spectrum the lake does not hold"
+        report._add(report.unmatched, why, pc.sum(lost).as_py() or 0)
         old = _overlay(con, paths, tbl, rows.filter(found).append_column("_pk", pk.filter(found)), "source_pk", _fixed(tbl))
         new = rows.filter(pc.and_(pc.invert(found), any_id))
         placed = _placed(new)
@@ -310,7 +320,7 @@ def _spectra(
     stored = con.sql(f"SELECT spectrum_pk, {key} FROM {parquet_scan(paths)}").to_arrow_table() if paths else None
     ids_parts = _parts(df, _keys_of(source), catalog.schema.table("source"))
     for (_, ids), (_, rows) in zip(ids_parts, _parts(df, target, tbl), strict=True):
-        source_pk = _source_pks(con, ids, source.match)
+        source_pk = _source_pks(con, ids, source.match) if source.match else pa.nulls(rows.num_rows, pa.int64())
         rows = rows.append_column("_row", pa.array(np.arange(rows.num_rows)))
         pairs = pa.table({"_row": pa.array([], pa.int64()), "spectrum_pk": pa.array([], pa.int64())})
         if stored is not None:

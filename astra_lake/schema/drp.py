@@ -27,17 +27,19 @@ NEVER = frozenset(
 )
 KEYS = ("files",)
 FILE_KEYS = {"datamodel", "product", "detect", "source", "spectrum"}
-TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults"}
+TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults", "constants"}
 
 
 @dataclass(frozen=True)
 class Target:
-    """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case."""
+    """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case;
+    ``constants`` (lake column, value) hold for every row of the file kind (e.g. DR17's apred)."""
 
     table: str
     match: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     defaults: tuple[tuple[str, Any], ...] = ()
+    constants: tuple[tuple[str, Any], ...] = ()
 
     @property
     def lake_columns(self) -> list[str]:
@@ -127,30 +129,72 @@ def _target(schema: Schema, where: str, decl: dict[str, Any], cols: tuple[str, .
     for fits_name in [*renames, *ignore]:
         if fits_name not in cols:
             raise SchemaError(f"{where}: {fits_name!r} is not a column of the file")
-    for lake in [*renames.values(), *decl.get("match", []), *(decl.get("defaults") or {})]:
+    constants = dict(decl.get("constants") or {})
+    for lake in [*renames.values(), *decl.get("match", []), *(decl.get("defaults") or {}), *constants]:
         if lake not in tbl.column_names:
             raise SchemaError(f"{where}: {lake!r} is not a column of {tbl.name}")
     never = NEVER | set(tbl.pixel_columns) | ({"sdss_id"} if tbl.kind == "spectrum" else set())
     pairs: dict[str, str] = {}
     for c in cols:
         lake = renames.get(c, c)
-        if c in ignore or lake in never or lake not in tbl.column_names:
+        if c in ignore or lake in never or lake in constants or lake not in tbl.column_names:
             continue
         if lake in pairs:
             raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
         pairs[lake] = c
-    missing = [m for m in decl.get("match", []) if m not in pairs]
+    missing = [m for m in decl.get("match", []) if m not in pairs and m not in constants]
     if missing:
         raise SchemaError(f"{where}: match column {missing[0]!r} is filled by no column of the file")
     defaults = tuple(sorted((decl.get("defaults") or {}).items()))
-    return Target(tbl.name, tuple(decl.get("match", [])), tuple((f, lake) for lake, f in pairs.items()), defaults)
+    columns = tuple((f, lake) for lake, f in pairs.items())
+    return Target(tbl.name, tuple(decl.get("match", [])), columns, defaults, tuple(sorted(constants.items())))
+
+
+def extract_name(name: str) -> tuple[str, str | None]:
+    """(official product, release) of an extract name: ``allStar`` is the newest release of allStar.yaml,
+    ``allStar_dr17`` its DR17 release."""
+    product, _, release = name.partition("_")
+    return product, release.upper() or None
+
+
+def extracts(official: Path, schema: Schema | None = None) -> dict[str, str]:
+    """Every extract drp.yaml names (``datamodel:``), freshly made from the official YAMLs in ``official``."""
+    path = drp_dir(schema) / "drp.yaml"
+    names = [d["datamodel"] for d in (yaml.safe_load(path.read_text()) or {}).get("files", {}).values() if "datamodel" in d]
+    out = {}
+    for name in names:
+        product, release = extract_name(name)
+        out[f"{name}.json"] = dump_datamodel(extract_datamodel(official / f"{product}.yaml", release))
+    return out
 
 
 def stale_extracts(official: Path, schema: Schema | None = None) -> list[str]:
-    """Extracts that differ from a fresh extraction of the official datamodel YAMLs in ``official``."""
+    """Extracts that differ from (or are missing beside) a fresh extraction of the official YAMLs in ``official``."""
     folder = drp_dir(schema)
-    return [
-        p.name
-        for p in sorted(folder.glob("*.json"))
-        if p.read_text() != dump_datamodel(extract_datamodel(official / f"{p.stem}.yaml"))
-    ]
+    fresh = extracts(official, schema)
+    on_disk = {p.name for p in folder.glob("*.json")}
+    return sorted(
+        n for n in on_disk | set(fresh) if n not in fresh or not (folder / n).exists() or (folder / n).read_text() != fresh[n]
+    )
+
+
+def write_extracts(official: Path, schema: Schema | None = None) -> list[str]:
+    """Write the stale extracts; their names."""
+    folder = drp_dir(schema)
+    fresh = extracts(official, schema)
+    stale = stale_extracts(official, schema)
+    for name in stale:
+        if name in fresh:
+            (folder / name).write_text(fresh[name])
+        else:
+            (folder / name).unlink()
+    return stale
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "extract":
+        print("usage: python -m astra_lake.schema.drp extract DATAMODEL_DIR", file=sys.stderr)
+        raise SystemExit(2)
+    print("\n".join(write_extracts(Path(sys.argv[2]))) or "extracts are current")
