@@ -121,7 +121,8 @@ def plan(hdul: fits.HDUList, path: str, kind: str) -> DrpFile:
         if target is None:
             continue
         by_lake = {lake: f for f, lake in target.columns}
-        absent = [by_lake[m] for m in target.match if m in by_lake and by_lake[m] not in fields]
+        needed = [by_lake[m] for m in target.match if m in by_lake] + list(target.key[1] if target.key else ())
+        absent = [f for f in needed if f not in fields]
         if absent:
             raise IngestError(
                 f"{path}: HDU 1 has no column {absent[0].upper()} ({kind} rows find their {target.table} row by it)",
@@ -167,6 +168,10 @@ def _read(df: DrpFile, hdu: Hdu, target: Target, tbl: Table, part_rows: int) -> 
             cols[lake] = values
         for lake, value in target.constants:
             cols[lake] = pa.array([value] * len(raw), schema.field(lake).type)
+        if target.key is not None:
+            prefix, parts = target.key
+            text = [_value(df, hdu, hdu.fields[f], raw[hdu.fields[f]], pa.string(), start) for f in parts]
+            cols["source_key"] = pc.binary_join_element_wise(prefix, pc.binary_join_element_wise(*text, "-"), ":")
         pending.append(pa.table(cols) if cols else pa.table({"_": pa.nulls(len(raw))}).drop_columns(["_"]))
         done = start + len(raw) == hdu.rows
         if done or sum(p.num_rows for p in pending) >= part_rows:

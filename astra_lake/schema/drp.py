@@ -19,6 +19,7 @@ import yaml
 
 from astra_lake.errors import SchemaError
 from astra_lake.schema.loader import Schema, load_schema
+from astra_lake.schema.model import Table
 from astra_lake.schema.products import dump_datamodel, extract_datamodel, products_dir
 
 # Lake columns no file fills: identities, timestamps and what the writer derives.
@@ -27,19 +28,21 @@ NEVER = frozenset(
 )
 KEYS = ("files",)
 FILE_KEYS = {"datamodel", "product", "detect", "source", "spectrum"}
-TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults", "constants"}
+TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults", "constants", "key"}
 
 
 @dataclass(frozen=True)
 class Target:
     """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case;
-    ``constants`` (lake column, value) hold for every row of the file kind (e.g. DR17's apred)."""
+    ``constants`` (lake column, value) hold for every row of the file kind (e.g. DR17's apred); ``key``
+    (prefix, FITS columns) makes a source's ``source_key`` as ``<prefix>:<value>-<value>...``."""
 
     table: str
     match: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     defaults: tuple[tuple[str, Any], ...] = ()
     constants: tuple[tuple[str, Any], ...] = ()
+    key: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def lake_columns(self) -> list[str]:
@@ -124,30 +127,43 @@ def _target(schema: Schema, where: str, decl: dict[str, Any], cols: tuple[str, .
     if decl["table"] not in schema.tables:
         raise SchemaError(f"{where}: table {decl['table']!r} is not declared in data_schema/tables/")
     tbl = schema.table(decl["table"])
-    renames: dict[str, str] = {k.lower(): v for k, v in (decl.get("renames") or {}).items()}
+    # a FITS column fills one lake column, or several (a list: e.g. a plate that is also the field)
+    renames: dict[str, list[str]] = {k.lower(): v if isinstance(v, list) else [v] for k, v in (decl.get("renames") or {}).items()}
     ignore = {c.lower() for c in decl.get("ignore") or []}
-    for fits_name in [*renames, *ignore]:
+    key = _key(where, decl.get("key"), cols, tbl)
+    for fits_name in [*renames, *ignore, *(key[1] if key else ())]:
         if fits_name not in cols:
             raise SchemaError(f"{where}: {fits_name!r} is not a column of the file")
     constants = dict(decl.get("constants") or {})
-    for lake in [*renames.values(), *decl.get("match", []), *(decl.get("defaults") or {}), *constants]:
+    renamed = [lake for lakes in renames.values() for lake in lakes]
+    for lake in [*renamed, *decl.get("match", []), *(decl.get("defaults") or {}), *constants]:
         if lake not in tbl.column_names:
             raise SchemaError(f"{where}: {lake!r} is not a column of {tbl.name}")
     never = NEVER | set(tbl.pixel_columns) | ({"sdss_id"} if tbl.kind == "spectrum" else set())
     pairs: dict[str, str] = {}
     for c in cols:
-        lake = renames.get(c, c)
-        if c in ignore or lake in never or lake in constants or lake not in tbl.column_names:
-            continue
-        if lake in pairs:
-            raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
-        pairs[lake] = c
-    missing = [m for m in decl.get("match", []) if m not in pairs and m not in constants]
+        for lake in renames.get(c, [c]):
+            if c in ignore or lake in never or lake in constants or lake not in tbl.column_names:
+                continue
+            if lake in pairs:
+                raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
+            pairs[lake] = c
+    made = {"source_key"} if key else set()
+    missing = [m for m in decl.get("match", []) if m not in pairs and m not in constants and m not in made]
     if missing:
         raise SchemaError(f"{where}: match column {missing[0]!r} is filled by no column of the file")
     defaults = tuple(sorted((decl.get("defaults") or {}).items()))
     columns = tuple((f, lake) for lake, f in pairs.items())
-    return Target(tbl.name, tuple(decl.get("match", [])), columns, defaults, tuple(sorted(constants.items())))
+    return Target(tbl.name, tuple(decl.get("match", [])), columns, defaults, tuple(sorted(constants.items())), key)
+
+
+def _key(where: str, decl: Any, cols: tuple[str, ...], tbl: Table) -> tuple[str, tuple[str, ...]] | None:
+    if decl is None:
+        return None
+    _known(f"{where}.key", decl, {"prefix", "columns"})
+    if tbl.kind != "source" or not decl.get("prefix") or not decl.get("columns"):
+        raise SchemaError(f"{where}.key: a source's key is declared as {{prefix: ..., columns: [FITS columns]}}")
+    return str(decl["prefix"]), tuple(c.lower() for c in decl["columns"])
 
 
 def extract_name(name: str) -> tuple[str, str | None]:

@@ -449,22 +449,23 @@ def _allvisit17(path: Path, vrel: float = -1.5) -> Path:
 
 def _spall17(path: Path) -> Path:
     """Row 0: the stored spec-3586-55181-0500 (plate 3586, MJD 55181, fiber 500, v5_10_0); row 1: a
-    spectrum the lake does not hold (plate era: no identifier a source could be found or made by)."""
+    spectrum the lake does not hold; row 2: one without a plug position (no source can be placed)."""
     values = {
-        "PLATE": [3586, 3587],
-        "MJD": [55181, 55182],
-        "FIBERID": [500, 1],
-        "RUN2D": ["v5_10_0", "v5_10_0"],
-        "PLUG_RA": [6.7, 7.0],
-        "PLUG_DEC": [0.01, 0.5],
-        "L": [95.5, 96.0],
-        "B": [-61.75, -61.0],
-        "SN_MEDIAN_ALL": np.array([22.25, 5.0], np.float32),
-        "ZWARNING": [16, 0],
-        "FIELD": np.array([77, 78], np.int16),  # SDSS imaging field: not the spectrum's field
-        "FIELDID": ["1237646xxxx", "1237646yyyy"],
+        "PLATE": [3586, 3587, 3588],
+        "MJD": [55181, 55182, 55183],
+        "FIBERID": [500, 1, 2],
+        "RUN2D": ["v5_10_0", "v5_10_0", "v5_10_0"],
+        "PLUG_RA": [6.7, 7.0, np.nan],
+        "PLUG_DEC": [0.01, 0.5, np.nan],
+        "RA": [99.0, 99.0, 99.0],  # the photometric object's position: not the source's
+        "L": [95.5, 96.0, 97.0],
+        "B": [-61.75, -61.0, -60.0],
+        "SN_MEDIAN_ALL": np.array([22.25, 5.0, 4.0], np.float32),
+        "ZWARNING": [16, 0, 0],
+        "FIELD": np.array([77, 78, 79], np.int16),  # SDSS imaging field: not the spectrum's field
+        "FIELDID": ["1237646xxxx", "1237646yyyy", "1237646zzzz"],
     }
-    return ff.make_drp("spAll_dr17", path, 2, values=values)
+    return ff.make_drp("spAll_dr17", path, 3, values=values)
 
 
 def test_dr17_extracts_are_the_dr17_release(official_datamodel: Path) -> None:
@@ -480,7 +481,9 @@ def test_dr17_extracts_are_the_dr17_release(official_datamodel: Path) -> None:
     assert dict(layouts["allStar_dr17"].source.columns)["gaiaedr3_source_id"] == "gaia_dr3_source_id"
     assert layouts["allStar_dr17"].spectrum is not None and layouts["allStar_dr17"].spectrum.constants == (("apred", "dr17"),)
     spall = layouts["spAll_dr17"].spectrum
-    assert spall is not None and dict(spall.columns)["plate"] == "fieldid" and "fieldid" not in dict(spall.columns)
+    assert spall is not None and ("plate", "fieldid") in spall.columns and ("plate", "plateid") in spall.columns
+    assert "fieldid" not in dict(spall.columns)  # DR17's FIELDID: the imaging field
+    assert layouts["spAll_dr17"].source.key == ("sdss_boss", ("plate", "mjd", "fiberid"))
 
 
 def test_dr17_and_newer_layouts_are_told_apart(tmp_path: Path) -> None:
@@ -572,21 +575,51 @@ def test_dr17_allstar_and_allvisit_update_the_stored_dr17_star(lake: Lake, tmp_p
 def test_dr17_spall_links_plate_era_spectra_and_counts_the_rest(lake: Lake, tmp_path: Path) -> None:
     before = _one(lake, f"SELECT {IDS}, release, fieldid, plateid, flux FROM {{boss_visit}}")
     src = _one(lake, f"SELECT source_pk, source_key, created, ra, dec FROM {{source}} WHERE source_pk = {before['source_pk']}")
-    counts = _sql(lake, "SELECT (SELECT count(*) FROM {source}) AS s, (SELECT count(*) FROM {boss_visit}) AS b").to_pylist()
+    assert src["source_key"] == "sdss_boss:3586-55181-500"
     summary = run(lake, _spall17(tmp_path / "spAll-v5_13_2.fits"))
     assert summary.failed == 0, summary.errors
     (note,) = summary.notes
-    assert "spAll_dr17, 2 rows: source 1 updated, 0 inserted; boss_visit 1 updated, 0 inserted" in note, note
-    assert "1 rows whose spectrum the lake does not hold" in note, note
-    got = _one(lake, f"SELECT {IDS}, release, fieldid, plateid, flux, snr, zwarning_flags FROM {{boss_visit}}")
+    assert "spAll_dr17, 3 rows: source 1 updated, 1 inserted; boss_visit 1 updated, 1 inserted" in note, note
+    assert "1 new boss_visit rows without a source, 1 new sources without ra/dec" in note, note
+    got = _one(lake, f"SELECT {IDS}, release, fieldid, plateid, flux, snr, zwarning_flags FROM {{boss_visit}} WHERE mjd = 55181")
     assert {k: got[k] for k in before} == before  # identity, field (= plate) and pixels kept
     assert (got["snr"], got["zwarning_flags"]) == (22.25, 16)
     s = _one(
         lake, f"SELECT source_pk, source_key, created, ra, dec, l, b FROM {{source}} WHERE source_pk = {before['source_pk']}"
     )
     assert s == src | {"l": 95.5, "b": -61.75}  # the spec file's position kept; galactic coordinates given
+    new = _one(
+        lake,
+        "SELECT b.release, b.run2d, b.fieldid, b.plateid, b.fiberid, b.catalogid, b.filetype, b.snr, s.source_key, s.ra, s.dec "
+        "FROM {boss_visit} b JOIN {source} s USING (source_pk) WHERE b.mjd = 55182",
+    )
+    assert new == {
+        "release": "sdss4",
+        "run2d": "v5_10_0",
+        "fieldid": 3587,
+        "plateid": 3587,
+        "fiberid": 1,
+        "catalogid": None,
+        "filetype": "spAll",
+        "snr": 5.0,
+        "source_key": "sdss_boss:3587-55182-1",
+        "ra": 7.0,
+        "dec": 0.5,
+    }
+    assert _sql(lake, "SELECT count(*) AS n FROM {boss_visit} WHERE mjd = 55183").column("n")[0].as_py() == 0
+
+
+def test_dr17_spall_first_then_the_spec_file_is_one_spectrum(tmp_path: Path) -> None:
+    """A plate-era spectrum inserted from spAll is the one its spec file fills later (same identities)."""
+    lk = Lake.init(tmp_path / "lake")
+    run(lk, _spall17(tmp_path / "spAll-v5_13_2.fits"))
+    first = _one(lk, f"SELECT {IDS}, snr, flux IS NULL AS no_pixels FROM {{boss_visit}} WHERE mjd = 55181")
+    assert first["no_pixels"] and first["snr"] == 22.25
+    assert run(lk, SPEC).failed == 0
+    got = _one(lk, f"SELECT {IDS}, flux IS NULL AS no_pixels FROM {{boss_visit}} WHERE mjd = 55181")
+    assert {k: got[k] for k in IDS.split(", ")} == {k: first[k] for k in IDS.split(", ")} and not got["no_pixels"]
     assert (
-        _sql(lake, "SELECT (SELECT count(*) FROM {source}) AS s, (SELECT count(*) FROM {boss_visit}) AS b").to_pylist() == counts
+        _sql(lk, "SELECT count(*) AS n FROM {source} WHERE source_key = 'sdss_boss:3586-55181-500'").column("n")[0].as_py() == 1
     )
 
 
@@ -598,7 +631,7 @@ def test_bad_dr17_file_is_one_line_error_and_changes_nothing(lake: Lake, tmp_pat
         path.write_bytes(path.read_bytes()[:-3000])
         fmt, want = None, "truncated"
     else:
-        fmt, want = "spAll_dr17", "HDU 1 has no column RUN2D (spAll_dr17 rows find their boss_visit row by it)"
+        fmt, want = "spAll_dr17", "HDU 1 has no column PLATE (spAll_dr17 rows find their source row by it)"
     summary = run(lake, path, fmt=fmt)
     assert summary.failed == 1
     (error,) = summary.errors
