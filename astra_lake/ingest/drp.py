@@ -6,10 +6,12 @@ machinery (:mod:`astra_lake.ingest.summary`: record arrays over the file's bytes
 Arrow), a part at a time, in two passes: sources, then spectra.
 
 A row finds its stored source by the first declared identifier a stored source has (``sdss_id``, then
-``catalogid``) and its stored spectrum by the declared part of the natural key (e.g. BOSS run2d, field,
-MJD and catalogid). A found row is updated: the file's non-null values replace the stored ones, and its
-identity, ``created``, natural key and source stay. Other rows are inserted (a new spectrum needs its
-source; a new source needs a position). Rows that can be neither are counted by reason, never written.
+``catalogid``; DR17 APOGEE: ``sdss4_apogee_id``; plate-era spAll: a ``source_key`` made as the spec
+reader makes it) and its stored spectrum by the declared part of the natural key (e.g. BOSS run2d,
+field, MJD and catalogid; DR17 APOGEE: apred ``dr17``, telescope and APOGEE_ID). A found row is updated:
+the file's non-null values replace the stored ones, and its identity, ``created``, natural key and
+source stay. Other rows are inserted (a new spectrum needs its source; a new source needs a position).
+Rows that can be neither are counted by reason, never written.
 """
 
 from __future__ import annotations
@@ -237,8 +239,6 @@ def _source_lookup(con: duckdb.DuckDBPyConnection, paths: list[str], match: tupl
 
 def _source_pks(con: duckdb.DuckDBPyConnection, rows: pa.Table, match: tuple[str, ...]) -> pa.Array:
     """The stored source of each row: by the first identifier (in ``match`` order) a source has; null if none."""
-    if not match:
-        return pa.nulls(rows.num_rows, pa.int64())
     con.register("ids", rows.select(list(match)).append_column("_row", pa.array(np.arange(rows.num_rows))))
     joins = " ".join(f"LEFT JOIN m_{c} ON ids.{c} = m_{c}.k" for c in match)
     pks = ", ".join(f"m_{c}.pk" for c in match)
@@ -269,11 +269,10 @@ def _sources(
             if by_spectrum:
                 pk = pc.coalesce(_via_spectrum(con, spectra, spectrum.match if spectrum else ()), pk)
         found = pc.is_valid(pk)
-        ids = [pc.is_valid(rows.column(c)) for c in target.match] or [pa.array(np.zeros(rows.num_rows, bool))]
+        ids = [pc.is_valid(rows.column(c)) for c in target.match]
         any_id = functools.reduce(pc.or_, ids[1:], ids[0])
         lost = pc.and_(pc.invert(found), pc.invert(any_id))
-        why = f"rows without {' or '.join(target.match)}" if target.match else "rows whose spectrum the lake does not hold"
-        report._add(report.unmatched, why, pc.sum(lost).as_py() or 0)
+        report._add(report.unmatched, f"rows without {' or '.join(target.match)}", pc.sum(lost).as_py() or 0)
         old = _overlay(con, paths, tbl, rows.filter(found).append_column("_pk", pk.filter(found)), "source_pk", _fixed(tbl))
         new = rows.filter(pc.and_(pc.invert(found), any_id))
         placed = _placed(new)
@@ -325,7 +324,7 @@ def _spectra(
     stored = con.sql(f"SELECT spectrum_pk, {key} FROM {parquet_scan(paths)}").to_arrow_table() if paths else None
     ids_parts = _parts(df, _keys_of(source), catalog.schema.table("source"))
     for (_, ids), (_, rows) in zip(ids_parts, _parts(df, target, tbl), strict=True):
-        source_pk = _source_pks(con, ids, source.match) if source.match else pa.nulls(rows.num_rows, pa.int64())
+        source_pk = _source_pks(con, ids, source.match)
         rows = rows.append_column("_row", pa.array(np.arange(rows.num_rows)))
         pairs = pa.table({"_row": pa.array([], pa.int64()), "spectrum_pk": pa.array([], pa.int64())})
         if stored is not None:

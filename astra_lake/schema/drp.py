@@ -116,6 +116,8 @@ def _layout(schema: Schema, where: str, name: str, decl: dict[str, Any]) -> DrpL
     if absent:
         raise SchemaError(f"{where}.detect: {absent[0]!r} is not a column of the file")
     source = _target(schema, f"{where}.source", {"table": "source", **decl["source"]}, cols)
+    if not source.match:
+        raise SchemaError(f"{where}.source.match: name the identifiers (or key) that find a stored source")
     spectrum = _target(schema, f"{where}.spectrum", decl["spectrum"], cols) if "spectrum" in decl else None
     if spectrum is not None and schema.table(spectrum.table).kind != "spectrum":
         raise SchemaError(f"{where}.spectrum: {spectrum.table} is not a spectrum table")
@@ -186,8 +188,10 @@ def extracts(official: Path, schema: Schema | None = None) -> dict[str, str]:
 
 def stale_extracts(official: Path, schema: Schema | None = None) -> list[str]:
     """Extracts that differ from (or are missing beside) a fresh extraction of the official YAMLs in ``official``."""
-    folder = drp_dir(schema)
-    fresh = extracts(official, schema)
+    return _stale(drp_dir(schema), extracts(official, schema))
+
+
+def _stale(folder: Path, fresh: dict[str, str]) -> list[str]:
     on_disk = {p.name for p in folder.glob("*.json")}
     return sorted(
         n for n in on_disk | set(fresh) if n not in fresh or not (folder / n).exists() or (folder / n).read_text() != fresh[n]
@@ -195,10 +199,10 @@ def stale_extracts(official: Path, schema: Schema | None = None) -> list[str]:
 
 
 def write_extracts(official: Path, schema: Schema | None = None) -> list[str]:
-    """Write the stale extracts; their names."""
+    """Bring the extracts in line with drp.yaml and the official YAMLs; the names changed."""
     folder = drp_dir(schema)
     fresh = extracts(official, schema)
-    stale = stale_extracts(official, schema)
+    stale = _stale(folder, fresh)
     for name in stale:
         if name in fresh:
             (folder / name).write_text(fresh[name])

@@ -638,3 +638,43 @@ def test_bad_dr17_file_is_one_line_error_and_changes_nothing(lake: Lake, tmp_pat
     assert "\n" not in error and error.startswith(str(path)) and want in error, error
     assert _snapshot(lake) == before
     assert lake.version == version + 1  # only the ingest_errors row
+
+
+def test_dr17_declarations_are_checked_and_extracts_rewritten(tmp_path: Path, official_datamodel: Path) -> None:
+    """A missing DR17 extract is reported and re-made from the datamodel's DR17 release; declarations
+    that cannot work are one-line schema errors."""
+    from astra_lake.errors import SchemaError
+    from astra_lake.schema.drp import drp_dir, write_extracts
+    from astra_lake.schema.loader import load_schema
+    from astra_lake.schema.products import extract_datamodel
+
+    folder = tmp_path / "data_schema"
+    shutil.copytree(load_schema().directory, folder)
+    schema = load_schema(folder)
+    made = drp_dir(schema) / "allStar_dr17.json"
+    want = made.read_text()
+    made.unlink()
+    assert stale_extracts(official_datamodel, schema) == ["allStar_dr17.json"]
+    assert write_extracts(official_datamodel, schema) == ["allStar_dr17.json"] and made.read_text() == want
+    with pytest.raises(SchemaError, match="no release 'DR99'"):
+        extract_datamodel(official_datamodel / "allStar.yaml", "DR99")
+
+    text = (drp_dir(schema) / "drp.yaml").read_text()
+    bad = {
+        "match: [source_key]": ("match: []", "source.match: name the identifiers"),
+        "renames: {plate: [fieldid, plateid],": (
+            "renames: {plate: [fieldid, plate_id],",
+            "'plate_id' is not a column of boss_visit",
+        ),
+        "key: {prefix: sdss_boss, columns: [plate, mjd, fiberid]}": (
+            "key: {prefix: sdss_boss, columns: [plate, mjd, fiber]}",
+            "'fiber' is not a column of the file",
+        ),
+    }
+    for i, (old, (new, message)) in enumerate(bad.items()):
+        broken = tmp_path / f"broken{i}"
+        shutil.copytree(folder, broken)
+        assert old in text
+        (drp_dir(load_schema(broken)) / "drp.yaml").write_text(text.replace(old, new))
+        with pytest.raises(SchemaError, match=re.escape(message)):
+            load_drp(load_schema(broken))
