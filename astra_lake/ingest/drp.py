@@ -38,9 +38,10 @@ from astra_lake.schema.model import Table
 
 __all__ = ["DrpFile", "DrpReport", "detect", "ingest_drp", "plan"]
 
-# A stored source's sdss_id and position are never replaced, only filled in (moving a source would
-# re-place every row of it on the sky; ``astra-lake load-catalog --columns ra,dec`` does that).
-FILL_ONLY = {"sdss_id", "ra", "dec"}
+# A stored source's sdss_id, APOGEE id and position are never replaced, only filled in (a row found by
+# another identifier, e.g. its Gaia id, keeps the source's; moving a source would re-place every row of
+# it on the sky; ``astra-lake load-catalog --columns ra,dec`` does that).
+FILL_ONLY = {"sdss_id", "sdss4_apogee_id", "ra", "dec"}
 
 
 @dataclass(frozen=True)

@@ -554,6 +554,15 @@ def test_dr17_allstar_and_allvisit_update_the_stored_dr17_star(lake: Lake, tmp_p
     }
     assert _sql(lake, "SELECT count(*) AS n FROM {source}").column("n")[0].as_py() == n_sources + 1
 
+    # a star under another APOGEE_ID but the same Gaia source: the stored source, its APOGEE id kept
+    other = {"APOGEE_ID": ["2M17335483-2753099"], "TELESCOPE": ["apo1m"], "GAIAEDR3_SOURCE_ID": [4059000000000000001]}
+    alias = run(lake, ff.make_drp("allStar_dr17", tmp_path / "allStar-dr17-alias.fits", 1, values=other))
+    assert alias.failed == 0 and "source 1 updated, 0 inserted; apogee_star 0 updated, 1 inserted" in alias.notes[0]
+    assert _one(lake, "SELECT source_pk FROM {apogee_star} WHERE obj = '2M17335483-2753099'") == {"source_pk": star["source_pk"]}
+    assert _one(lake, f"SELECT sdss4_apogee_id FROM {{source}} WHERE source_pk = {star['source_pk']}") == {
+        "sdss4_apogee_id": "2M17335483-2753043"
+    }
+
     # allVisit: the visits join the stored source (by APOGEE_ID); a second file updates them in place
     first = run(lake, _allvisit17(tmp_path / "allVisit-dr17-synspec_rev1.fits"))
     assert first.failed == 0 and "source 2 updated, 0 inserted; apogee_visit 0 updated, 2 inserted" in first.notes[0]
