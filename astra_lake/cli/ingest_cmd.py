@@ -30,7 +30,7 @@ def ingest(
     create: Annotated[bool, typer.Option("--create", help="Create the lake if the path is not one yet")] = False,
     dask: DaskOption = None,
 ) -> None:
-    """Read SDSS files into the lake: apStar, apVisit, BOSS spec, mwm*, astraAll*, spAll, allStar/Visit, mwmTargets.
+    """Read SDSS files into the lake: apStar, apVisit, spec, mwm*, astraAll*, spAll, allStar/Visit (DR19, DR17), mwmTargets.
 
     Exit code 0: every file was ingested (or unchanged); 1: some file failed (each is one row of the
     ingest_errors table, naming file, HDU, row and column; nothing of it was written); 2: nothing was

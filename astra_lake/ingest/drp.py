@@ -6,10 +6,12 @@ machinery (:mod:`astra_lake.ingest.summary`: record arrays over the file's bytes
 Arrow), a part at a time, in two passes: sources, then spectra.
 
 A row finds its stored source by the first declared identifier a stored source has (``sdss_id``, then
-``catalogid``) and its stored spectrum by the declared part of the natural key (e.g. BOSS run2d, field,
-MJD and catalogid). A found row is updated: the file's non-null values replace the stored ones, and its
-identity, ``created``, natural key and source stay. Other rows are inserted (a new spectrum needs its
-source; a new source needs a position). Rows that can be neither are counted by reason, never written.
+``catalogid``; DR17 APOGEE: ``sdss4_apogee_id``; plate-era spAll: a ``source_key`` made as the spec
+reader makes it) and its stored spectrum by the declared part of the natural key (e.g. BOSS run2d,
+field, MJD and catalogid; DR17 APOGEE: apred ``dr17``, telescope and APOGEE_ID). A found row is updated:
+the file's non-null values replace the stored ones, and its identity, ``created``, natural key and
+source stay. Other rows are inserted (a new spectrum needs its source; a new source needs a position).
+Rows that can be neither are counted by reason, never written.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from astra_lake.schema.model import Table
 
 __all__ = ["DrpFile", "DrpReport", "detect", "ingest_drp", "plan"]
 
-# A stored source's sdss_id and position are never replaced, only filled in (moving a source would
-# re-place every row of it on the sky; ``astra-lake load-catalog --columns ra,dec`` does that).
-FILL_ONLY = {"sdss_id", "ra", "dec"}
+# A stored source's sdss_id, APOGEE id and position are never replaced, only filled in (a row found by
+# another identifier, e.g. its Gaia id, keeps the source's; moving a source would re-place every row of
+# it on the sky; ``astra-lake load-catalog --columns ra,dec`` does that).
+FILL_ONLY = {"sdss_id", "sdss4_apogee_id", "ra", "dec"}
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def plan(hdul: fits.HDUList, path: str, kind: str) -> DrpFile:
         if target is None:
             continue
         by_lake = {lake: f for f, lake in target.columns}
-        absent = [by_lake[m] for m in target.match if by_lake[m] not in fields]
+        needed = [by_lake[m] for m in target.match if m in by_lake] + list(target.key[1] if target.key else ())
+        absent = [f for f in needed if f not in fields]
         if absent:
             raise IngestError(
                 f"{path}: HDU 1 has no column {absent[0].upper()} ({kind} rows find their {target.table} row by it)",
@@ -158,8 +162,19 @@ def _read(df: DrpFile, hdu: Hdu, target: Target, tbl: Table, part_rows: int) -> 
             if lake in signed32:
                 values = pa.array(from_signed32(values.to_numpy(zero_copy_only=False)))
             if _is_identifier(lake):
-                values = pc.if_else(pc.greater(values, 0), values, pa.scalar(None, values.type))
+                given = (
+                    pc.greater(values, 0)
+                    if pa.types.is_integer(values.type)
+                    else pc.not_equal(pc.utf8_trim_whitespace(values), "")
+                )
+                values = pc.if_else(given, values, pa.scalar(None, values.type))
             cols[lake] = values
+        for lake, value in target.constants:
+            cols[lake] = pa.array([value] * len(raw), schema.field(lake).type)
+        if target.key is not None:
+            prefix, parts = target.key
+            text = [_value(df, hdu, hdu.fields[f], raw[hdu.fields[f]], pa.string(), start) for f in parts]
+            cols["source_key"] = pc.binary_join_element_wise(prefix, pc.binary_join_element_wise(*text, "-"), ":")
         pending.append(pa.table(cols) if cols else pa.table({"_": pa.nulls(len(raw))}).drop_columns(["_"]))
         done = start + len(raw) == hdu.rows
         if done or sum(p.num_rows for p in pending) >= part_rows:
@@ -175,7 +190,7 @@ def _keys_of(target: Target) -> Target:
 
 
 def _is_identifier(lake: str) -> bool:
-    return lake == "sdss_id" or lake.startswith("catalogid") or lake.endswith("_source_id") or lake == "tic_v8_id"
+    return lake in ("sdss_id", "sdss4_apogee_id", "tic_v8_id") or lake.startswith("catalogid") or lake.endswith("_source_id")
 
 
 def _value(df: DrpFile, hdu: Hdu, fits_name: str, values: np.ndarray, target: pa.DataType, start: int) -> pa.Array:

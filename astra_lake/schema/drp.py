@@ -19,6 +19,7 @@ import yaml
 
 from astra_lake.errors import SchemaError
 from astra_lake.schema.loader import Schema, load_schema
+from astra_lake.schema.model import Table
 from astra_lake.schema.products import dump_datamodel, extract_datamodel, products_dir
 
 # Lake columns no file fills: identities, timestamps and what the writer derives.
@@ -27,17 +28,21 @@ NEVER = frozenset(
 )
 KEYS = ("files",)
 FILE_KEYS = {"datamodel", "product", "detect", "source", "spectrum"}
-TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults"}
+TARGET_KEYS = {"table", "match", "renames", "ignore", "defaults", "constants", "key"}
 
 
 @dataclass(frozen=True)
 class Target:
-    """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case."""
+    """One lake table a file's rows fill: ``columns`` are (FITS column, lake column) pairs, lower case;
+    ``constants`` (lake column, value) hold for every row of the file kind (e.g. DR17's apred); ``key``
+    (prefix, FITS columns) makes a source's ``source_key`` as ``<prefix>:<value>-<value>...``."""
 
     table: str
     match: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     defaults: tuple[tuple[str, Any], ...] = ()
+    constants: tuple[tuple[str, Any], ...] = ()
+    key: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def lake_columns(self) -> list[str]:
@@ -111,6 +116,8 @@ def _layout(schema: Schema, where: str, name: str, decl: dict[str, Any]) -> DrpL
     if absent:
         raise SchemaError(f"{where}.detect: {absent[0]!r} is not a column of the file")
     source = _target(schema, f"{where}.source", {"table": "source", **decl["source"]}, cols)
+    if not source.match:
+        raise SchemaError(f"{where}.source.match: name the identifiers (or key) that find a stored source")
     spectrum = _target(schema, f"{where}.spectrum", decl["spectrum"], cols) if "spectrum" in decl else None
     if spectrum is not None and schema.table(spectrum.table).kind != "spectrum":
         raise SchemaError(f"{where}.spectrum: {spectrum.table} is not a spectrum table")
@@ -122,35 +129,92 @@ def _target(schema: Schema, where: str, decl: dict[str, Any], cols: tuple[str, .
     if decl["table"] not in schema.tables:
         raise SchemaError(f"{where}: table {decl['table']!r} is not declared in data_schema/tables/")
     tbl = schema.table(decl["table"])
-    renames: dict[str, str] = {k.lower(): v for k, v in (decl.get("renames") or {}).items()}
+    # a FITS column fills one lake column, or several (a list: e.g. a plate that is also the field)
+    renames: dict[str, list[str]] = {k.lower(): v if isinstance(v, list) else [v] for k, v in (decl.get("renames") or {}).items()}
     ignore = {c.lower() for c in decl.get("ignore") or []}
-    for fits_name in [*renames, *ignore]:
+    key = _key(where, decl.get("key"), cols, tbl)
+    for fits_name in [*renames, *ignore, *(key[1] if key else ())]:
         if fits_name not in cols:
             raise SchemaError(f"{where}: {fits_name!r} is not a column of the file")
-    for lake in [*renames.values(), *decl.get("match", []), *(decl.get("defaults") or {})]:
+    constants = dict(decl.get("constants") or {})
+    renamed = [lake for lakes in renames.values() for lake in lakes]
+    for lake in [*renamed, *decl.get("match", []), *(decl.get("defaults") or {}), *constants]:
         if lake not in tbl.column_names:
             raise SchemaError(f"{where}: {lake!r} is not a column of {tbl.name}")
     never = NEVER | set(tbl.pixel_columns) | ({"sdss_id"} if tbl.kind == "spectrum" else set())
     pairs: dict[str, str] = {}
     for c in cols:
-        lake = renames.get(c, c)
-        if c in ignore or lake in never or lake not in tbl.column_names:
-            continue
-        if lake in pairs:
-            raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
-        pairs[lake] = c
-    missing = [m for m in decl.get("match", []) if m not in pairs]
+        for lake in renames.get(c, [c]):
+            if c in ignore or lake in never or lake in constants or lake not in tbl.column_names:
+                continue
+            if lake in pairs:
+                raise SchemaError(f"{where}: {pairs[lake]!r} and {c!r} both fill {tbl.name}.{lake}; rename or ignore one")
+            pairs[lake] = c
+    made = {"source_key"} if key else set()
+    missing = [m for m in decl.get("match", []) if m not in pairs and m not in constants and m not in made]
     if missing:
         raise SchemaError(f"{where}: match column {missing[0]!r} is filled by no column of the file")
     defaults = tuple(sorted((decl.get("defaults") or {}).items()))
-    return Target(tbl.name, tuple(decl.get("match", [])), tuple((f, lake) for lake, f in pairs.items()), defaults)
+    columns = tuple((f, lake) for lake, f in pairs.items())
+    return Target(tbl.name, tuple(decl.get("match", [])), columns, defaults, tuple(sorted(constants.items())), key)
+
+
+def _key(where: str, decl: Any, cols: tuple[str, ...], tbl: Table) -> tuple[str, tuple[str, ...]] | None:
+    if decl is None:
+        return None
+    _known(f"{where}.key", decl, {"prefix", "columns"})
+    if tbl.kind != "source" or not decl.get("prefix") or not decl.get("columns"):
+        raise SchemaError(f"{where}.key: a source's key is declared as {{prefix: ..., columns: [FITS columns]}}")
+    return str(decl["prefix"]), tuple(c.lower() for c in decl["columns"])
+
+
+def extract_name(name: str) -> tuple[str, str | None]:
+    """(official product, release) of an extract name: ``allStar`` is the newest release of allStar.yaml,
+    ``allStar_dr17`` its DR17 release."""
+    product, _, release = name.partition("_")
+    return product, release.upper() or None
+
+
+def extracts(official: Path, schema: Schema | None = None) -> dict[str, str]:
+    """Every extract drp.yaml names (``datamodel:``), freshly made from the official YAMLs in ``official``."""
+    path = drp_dir(schema) / "drp.yaml"
+    names = [d["datamodel"] for d in (yaml.safe_load(path.read_text()) or {}).get("files", {}).values() if "datamodel" in d]
+    out = {}
+    for name in names:
+        product, release = extract_name(name)
+        out[f"{name}.json"] = dump_datamodel(extract_datamodel(official / f"{product}.yaml", release))
+    return out
 
 
 def stale_extracts(official: Path, schema: Schema | None = None) -> list[str]:
-    """Extracts that differ from a fresh extraction of the official datamodel YAMLs in ``official``."""
+    """Extracts that differ from (or are missing beside) a fresh extraction of the official YAMLs in ``official``."""
+    return _stale(drp_dir(schema), extracts(official, schema))
+
+
+def _stale(folder: Path, fresh: dict[str, str]) -> list[str]:
+    on_disk = {p.name for p in folder.glob("*.json")}
+    return sorted(
+        n for n in on_disk | set(fresh) if n not in fresh or not (folder / n).exists() or (folder / n).read_text() != fresh[n]
+    )
+
+
+def write_extracts(official: Path, schema: Schema | None = None) -> list[str]:
+    """Bring the extracts in line with drp.yaml and the official YAMLs; the names changed."""
     folder = drp_dir(schema)
-    return [
-        p.name
-        for p in sorted(folder.glob("*.json"))
-        if p.read_text() != dump_datamodel(extract_datamodel(official / f"{p.stem}.yaml"))
-    ]
+    fresh = extracts(official, schema)
+    stale = _stale(folder, fresh)
+    for name in stale:
+        if name in fresh:
+            (folder / name).write_text(fresh[name])
+        else:
+            (folder / name).unlink()
+    return stale
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "extract":
+        print("usage: python -m astra_lake.schema.drp extract DATAMODEL_DIR", file=sys.stderr)
+        raise SystemExit(2)
+    print("\n".join(write_extracts(Path(sys.argv[2]))) or "extracts are current")

@@ -68,11 +68,14 @@ def is_column_card(key: str) -> bool:
     return key.startswith(COLUMN_CARD_PREFIXES) and key[5:].isdigit()
 
 
-def extract_datamodel(path: Path) -> dict[str, Any]:
-    """The newest release of one official datamodel YAML, reduced to what a release must reproduce."""
+def extract_datamodel(path: Path, release: str | None = None) -> dict[str, Any]:
+    """One release (default: the newest) of an official datamodel YAML, reduced to what a release must
+    reproduce."""
     raw = yaml.load(path.read_text(), Loader=_LOADER)
     releases = {k: v for k, v in raw["releases"].items() if isinstance(v, dict) and "hdus" in v}
-    name = next((r for r in ("DR20", "DR19", "IPL3", "WORK") if r in releases), None)
+    if release is not None and release not in releases:
+        raise SchemaError(f"{path}: no release {release!r} with HDUs; it has {', '.join(releases)}")
+    name = release or next((r for r in ("DR20", "DR19", "IPL3", "WORK") if r in releases), None)
     if name is None:
         raise SchemaError(f"{path}: no release with HDUs")
     hdus = []

@@ -277,6 +277,9 @@ def make_drp_streamed(kind: str, path: Path, n: int, *, seed: int = 0, chunk_row
                 "run2d": np.full(m, "v6_1_3"),
                 "racat": rng.uniform(0, 360, m),
                 "deccat": rng.uniform(-90, 90, m),
+                "ra": rng.uniform(0, 360, m),
+                "dec": rng.uniform(-90, 90, m),
+                "apogee_id": np.char.add("2M", (10**8 + i).astype(str)),
             }
             rec = np.zeros(m, dtype)
             for name, fmt in formats.items():

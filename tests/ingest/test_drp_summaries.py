@@ -119,7 +119,7 @@ def _allvisit(path: Path) -> Path:
 def test_declarations_resolve_from_the_official_datamodel(official_datamodel: Path) -> None:
     assert stale_extracts(official_datamodel) == []
     layouts = load_drp()
-    assert set(layouts) == {"spAll", "allStar", "allVisit", "mwmTargets"}
+    assert set(layouts) == {"spAll", "allStar", "allVisit", "mwmTargets", "allStar_dr17", "allVisit_dr17", "spAll_dr17"}
     spall = dict(layouts["spAll"].spectrum.columns) if layouts["spAll"].spectrum else {}
     assert (spall["xcsao_rv"], spall["field"], spall["zwarning"]) == ("xcsao_v_rad", "fieldid", "zwarning_flags")
     allstar = layouts["allStar"]
@@ -275,7 +275,7 @@ def test_reingest_changes_nothing(lake: Lake, tmp_path: Path) -> None:
     assert _snapshot(lake) == first
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad_type", "missing_key"])
+@pytest.mark.parametrize("damage", ["truncated", "bad_type", "missing_key", "dr17_truncated", "dr17_wrong_kind"])
 def test_bad_file_is_one_line_error_and_changes_nothing(lake: Lake, tmp_path: Path, damage: str) -> None:
     before, version = _snapshot(lake), lake.version
     if damage == "truncated":
@@ -285,9 +285,16 @@ def test_bad_file_is_one_line_error_and_changes_nothing(lake: Lake, tmp_path: Pa
     elif damage == "bad_type":
         path = _allstar(tmp_path / "allStar-1.3.fits", STARVER=["59000", "sixty"])
         fmt, want = None, "column starver"
-    else:
+    elif damage == "missing_key":
         path = _allstar(tmp_path / "allStar-1.3.fits")
         fmt, want = "spAll", "HDU 1 has no column RUN2D (spAll rows find their boss_visit row by it)"
+    elif damage == "dr17_truncated":
+        path = _allstar17(tmp_path / "allStar-dr17-synspec_rev1.fits")
+        path.write_bytes(path.read_bytes()[:-3000])
+        fmt, want = None, "truncated"
+    else:  # a DR17 allStar forced as a DR17 spAll: it has no PLATE to key a plate-era source by
+        path = _allstar17(tmp_path / "allStar-dr17-synspec_rev1.fits")
+        fmt, want = "spAll_dr17", "HDU 1 has no column PLATE (spAll_dr17 rows find their source row by it)"
     summary = run(lake, path, fmt=fmt)
     assert summary.failed == 1
     (error,) = summary.errors
@@ -385,3 +392,288 @@ def test_tnull_values_are_no_value(lake: Lake, tmp_path: Path) -> None:
         (102, None, 5),  # new: no value
         (3586, 4, 4),  # stored 4 / 4 kept
     ]
+
+
+# -- SDSS-IV DR17 layouts (allStar/allVisit-dr17-synspec_rev1, spAll-v5_13_2) ------------------------
+# The fixture apStar's header: APOGEE_ID (OBJID), FIELD, RA/DEC, 2MASS J/H/K, NVISITS, VHELIO, SNR.
+FIXTURE_STAR = {
+    "APOGEE_ID": "2M17335483-2753043",
+    "TELESCOPE": "apo25m",
+    "FIELD": "000+02",
+    "RA": 263.478474,
+    "DEC": -27.884539,
+    "J": 11.68200016021729,
+    "H": 10.31799983978271,
+    "K": 9.810999870300293,
+    "NVISITS": 3,
+    "VHELIO_AVG": 15.68141048070993,
+    "SNR": 154.1551207216066,
+}
+
+
+def _allstar17(path: Path) -> Path:
+    """Row 0: the fixture star; row 1: a star the lake does not hold; row 2: no APOGEE_ID and no Gaia id."""
+    values = {k: [v, None, None] for k, v in FIXTURE_STAR.items()}
+    values |= {
+        "APOGEE_ID": [FIXTURE_STAR["APOGEE_ID"], "2M00000002+0000002", ""],
+        "TELESCOPE": ["apo25m", "lco25m", "apo1m"],
+        "FIELD": ["000+02", "N6791", "x"],
+        "RA": [263.478474, 2.5, 3.5],
+        "DEC": [-27.884539, -2.5, -3.5],
+        "J": np.array([11.682, 12.5, 13.5], np.float32),
+        "NVISITS": [3, 1, 1],
+        "VHELIO_AVG": np.array([15.68141, -3.25, 0.0], np.float32),
+        "SNR": np.array([154.15512, 30.0, 20.0], np.float32),
+        "STARFLAG": [2**33 + 1, 0, 0],
+        "GAIAEDR3_SOURCE_ID": [4059000000000000001, 6, 0],
+        "GAIAEDR3_PHOT_G_MEAN_MAG": np.array([14.25, 15.5, 16.5], np.float32),
+        "APOGEE2_TARGET1": [2**31 - 1, 0, 0],
+    }
+    for name in ("H", "K", "SNREV"):
+        values.pop(name, None)
+    return ff.make_drp("allStar_dr17", path, 3, values=values)
+
+
+def _allvisit17(path: Path, vrel: float = -1.5) -> Path:
+    """Two DR17 visits of the fixture star (the lake keeps its apStar's visits apart, in
+    apogee_visit_in_apstar, so these are new apogee_visit rows of the stored source)."""
+    values = {
+        "APOGEE_ID": [FIXTURE_STAR["APOGEE_ID"]] * 2,
+        "TELESCOPE": ["apo25m", "apo25m"],
+        "FIELD": ["000+02", "000+02"],
+        "PLATE": ["9999", "9999"],
+        "MJD": [58000, 58001],
+        "FIBERID": np.array([101, 101], np.int16),
+        "RA": [263.478474, 263.478474],
+        "DEC": [-27.884539, -27.884539],
+        "VREL": [vrel, 2.0],
+        "VHELIO": [15.5, 16.0],
+        "DATEOBS": ["2017-09-04T03:04:05.000", "2017-09-05T03:04:05.000"],
+        "STARFLAG": [0, 4],
+    }
+    return ff.make_drp("allVisit_dr17", path, 2, values=values)
+
+
+def _spall17(path: Path) -> Path:
+    """Row 0: the stored spec-3586-55181-0500 (plate 3586, MJD 55181, fiber 500, v5_10_0); row 1: a
+    spectrum the lake does not hold; row 2: one without a plug position (no source can be placed)."""
+    values = {
+        "PLATE": [3586, 3587, 3588],
+        "MJD": [55181, 55182, 55183],
+        "FIBERID": [500, 1, 2],
+        "RUN2D": ["v5_10_0", "v5_10_0", "v5_10_0"],
+        "PLUG_RA": [6.7, 7.0, np.nan],
+        "PLUG_DEC": [0.01, 0.5, np.nan],
+        "RA": [99.0, 99.0, 99.0],  # the photometric object's position: not the source's
+        "L": [95.5, 96.0, 97.0],
+        "B": [-61.75, -61.0, -60.0],
+        "SN_MEDIAN_ALL": np.array([22.25, 5.0, 4.0], np.float32),
+        "ZWARNING": [16, 0, 0],
+        "FIELD": np.array([77, 78, 79], np.int16),  # SDSS imaging field: not the spectrum's field
+        "FIELDID": ["1237646xxxx", "1237646yyyy", "1237646zzzz"],
+    }
+    return ff.make_drp("spAll_dr17", path, 3, values=values)
+
+
+def test_dr17_extracts_are_the_dr17_release(official_datamodel: Path) -> None:
+    """The DR17 extracts hold the official DR17 columns (a stale or missing extract is reported)."""
+    import json
+
+    from astra_lake.schema.drp import drp_dir
+
+    for name, product, n in (("allStar_dr17", "allStar", 234), ("allVisit_dr17", "allVisit", 92), ("spAll_dr17", "spAll", 236)):
+        extract = json.loads((drp_dir() / f"{name}.json").read_text())
+        assert (extract["product"], extract["release"], len(extract["hdus"][1]["columns"])) == (product, "DR17", n)
+    layouts = load_drp()
+    assert dict(layouts["allStar_dr17"].source.columns)["gaiaedr3_source_id"] == "gaia_dr3_source_id"
+    assert layouts["allStar_dr17"].spectrum is not None and layouts["allStar_dr17"].spectrum.constants == (("apred", "dr17"),)
+    spall = layouts["spAll_dr17"].spectrum
+    assert spall is not None and ("plate", "fieldid") in spall.columns and ("plate", "plateid") in spall.columns
+    assert "fieldid" not in dict(spall.columns)  # DR17's FIELDID: the imaging field
+    assert layouts["spAll_dr17"].source.key == ("sdss_boss", ("plate", "mjd", "fiberid"))
+
+
+def test_dr17_and_newer_layouts_are_told_apart(tmp_path: Path) -> None:
+    """A file of each declared layout is detected as that layout and no other, in both directions."""
+    layouts = load_drp()
+    for kind, layout in layouts.items():
+        others = [k for k, other in layouts.items() if k != kind and other.matches(set(layout.fits_columns))]
+        assert others == [], (kind, others)
+    for kind in ("allStar", "allStar_dr17", "allVisit", "allVisit_dr17", "spAll", "spAll_dr17"):
+        path = ff.make_drp(kind, tmp_path / f"{kind}.fits", 1)
+        assert read_file(str(path)).format == kind
+        path.unlink()
+
+
+def test_dr17_allstar_and_allvisit_update_the_stored_dr17_star(lake: Lake, tmp_path: Path) -> None:
+    star = _one(lake, f"SELECT {IDS}, release, apred, apstar, field, flux FROM {{apogee_star}}")
+    src = _one(lake, f"SELECT source_pk, source_key, created, ra, dec FROM {{source}} WHERE source_pk = {star['source_pk']}")
+    n_sources = _sql(lake, "SELECT count(*) AS n FROM {source}").column("n")[0].as_py()
+    summary = run(lake, _allstar17(tmp_path / "allStar-dr17-synspec_rev1.fits"))
+    assert summary.failed == 0, summary.errors
+    (note,) = summary.notes
+    assert "allStar_dr17, 3 rows: source 1 updated, 1 inserted; apogee_star 1 updated, 1 inserted" in note, note
+    assert "1 rows without sdss4_apogee_id or gaia_dr3_source_id" in note, note
+
+    got = _one(
+        lake,
+        f"SELECT {IDS}, release, apred, apstar, field, flux, v_rad, snr, n_visits, spectrum_flags, telescope "
+        "FROM {apogee_star} WHERE obj = '2M17335483-2753043'",
+    )
+    assert {k: got[k] for k in star} == star  # the apStar's identity, natural key and pixels
+    assert (got["v_rad"], got["snr"], got["n_visits"], got["spectrum_flags"], got["telescope"]) == (
+        float(np.float32(15.68141)),
+        float(np.float32(154.15512)),
+        3,
+        2**33 + 1,
+        "apo25m",
+    )
+    s = _one(
+        lake,
+        "SELECT source_pk, source_key, created, ra, dec, sdss4_apogee_id, gaia_dr3_source_id, g_mag, j_mag, "
+        f"sdss4_apogee2_target1_flags FROM {{source}} WHERE source_pk = {star['source_pk']}",
+    )
+    assert {k: s[k] for k in src} == src
+    assert (s["sdss4_apogee_id"], s["gaia_dr3_source_id"], s["g_mag"], s["j_mag"], s["sdss4_apogee2_target1_flags"]) == (
+        "2M17335483-2753043",
+        4059000000000000001,
+        14.25,
+        float(np.float32(11.682)),
+        2**31 - 1,
+    )
+    new = _one(
+        lake,
+        "SELECT a.release, a.apred, a.apstar, a.telescope, a.field, a.filetype, a.flux IS NULL AS no_pixels, "
+        "s.source_key, s.gaia_dr3_source_id, s.ra FROM {apogee_star} a JOIN {source} s USING (source_pk) "
+        "WHERE a.obj = '2M00000002+0000002'",
+    )
+    assert new == {
+        "release": "dr17",
+        "apred": "dr17",
+        "apstar": "stars",
+        "telescope": "lco25m",
+        "field": "N6791",
+        "filetype": "allStar",
+        "no_pixels": True,
+        "source_key": "apogee:2M00000002+0000002",
+        "gaia_dr3_source_id": 6,
+        "ra": 2.5,
+    }
+    assert _sql(lake, "SELECT count(*) AS n FROM {source}").column("n")[0].as_py() == n_sources + 1
+
+    # a star under another APOGEE_ID but the same Gaia source: the stored source, its APOGEE id kept
+    other = {"APOGEE_ID": ["2M17335483-2753099"], "TELESCOPE": ["apo1m"], "GAIAEDR3_SOURCE_ID": [4059000000000000001]}
+    alias = run(lake, ff.make_drp("allStar_dr17", tmp_path / "allStar-dr17-alias.fits", 1, values=other))
+    assert alias.failed == 0 and "source 1 updated, 0 inserted; apogee_star 0 updated, 1 inserted" in alias.notes[0]
+    assert _one(lake, "SELECT source_pk FROM {apogee_star} WHERE obj = '2M17335483-2753099'") == {"source_pk": star["source_pk"]}
+    assert _one(lake, f"SELECT sdss4_apogee_id FROM {{source}} WHERE source_pk = {star['source_pk']}") == {
+        "sdss4_apogee_id": "2M17335483-2753043"
+    }
+
+    # allVisit: the visits join the stored source (by APOGEE_ID); a second file updates them in place
+    first = run(lake, _allvisit17(tmp_path / "allVisit-dr17-synspec_rev1.fits"))
+    assert first.failed == 0 and "source 2 updated, 0 inserted; apogee_visit 0 updated, 2 inserted" in first.notes[0]
+    visits = _sql(
+        lake,
+        f"SELECT {IDS}, release, apred, plate, mjd, fiber, v_rel FROM {{apogee_visit}} WHERE apred = 'dr17' ORDER BY mjd",
+    ).to_pylist()
+    assert {(v["source_pk"], v["release"], v["plate"], v["fiber"]) for v in visits} == {(star["source_pk"], "dr17", "9999", 101)}
+    assert [v["v_rel"] for v in visits] == [-1.5, 2.0]
+    again = tmp_path / "again"
+    again.mkdir()
+    second = run(lake, _allvisit17(again / "allVisit-dr17-synspec_rev1.fits", vrel=-2.75))
+    assert second.failed == 0 and "apogee_visit 2 updated, 0 inserted" in second.notes[0]
+    after = _sql(lake, f"SELECT {IDS}, v_rel FROM {{apogee_visit}} WHERE apred = 'dr17' ORDER BY mjd").to_pylist()
+    assert [(v["spectrum_pk"], v["created"]) for v in after] == [(v["spectrum_pk"], v["created"]) for v in visits]
+    assert [v["v_rel"] for v in after] == [-2.75, 2.0]
+
+
+def test_dr17_spall_links_plate_era_spectra_and_counts_the_rest(lake: Lake, tmp_path: Path) -> None:
+    before = _one(lake, f"SELECT {IDS}, release, fieldid, plateid, flux FROM {{boss_visit}}")
+    src = _one(lake, f"SELECT source_pk, source_key, created, ra, dec FROM {{source}} WHERE source_pk = {before['source_pk']}")
+    assert src["source_key"] == "sdss_boss:3586-55181-500"
+    summary = run(lake, _spall17(tmp_path / "spAll-v5_13_2.fits"))
+    assert summary.failed == 0, summary.errors
+    (note,) = summary.notes
+    assert "spAll_dr17, 3 rows: source 1 updated, 1 inserted; boss_visit 1 updated, 1 inserted" in note, note
+    assert "1 new boss_visit rows without a source, 1 new sources without ra/dec" in note, note
+    got = _one(lake, f"SELECT {IDS}, release, fieldid, plateid, flux, snr, zwarning_flags FROM {{boss_visit}} WHERE mjd = 55181")
+    assert {k: got[k] for k in before} == before  # identity, field (= plate) and pixels kept
+    assert (got["snr"], got["zwarning_flags"]) == (22.25, 16)
+    s = _one(
+        lake, f"SELECT source_pk, source_key, created, ra, dec, l, b FROM {{source}} WHERE source_pk = {before['source_pk']}"
+    )
+    assert s == src | {"l": 95.5, "b": -61.75}  # the spec file's position kept; galactic coordinates given
+    new = _one(
+        lake,
+        "SELECT b.release, b.run2d, b.fieldid, b.plateid, b.fiberid, b.catalogid, b.filetype, b.snr, s.source_key, s.ra, s.dec "
+        "FROM {boss_visit} b JOIN {source} s USING (source_pk) WHERE b.mjd = 55182",
+    )
+    assert new == {
+        "release": "sdss4",
+        "run2d": "v5_10_0",
+        "fieldid": 3587,
+        "plateid": 3587,
+        "fiberid": 1,
+        "catalogid": None,
+        "filetype": "spAll",
+        "snr": 5.0,
+        "source_key": "sdss_boss:3587-55182-1",
+        "ra": 7.0,
+        "dec": 0.5,
+    }
+    assert _sql(lake, "SELECT count(*) AS n FROM {boss_visit} WHERE mjd = 55183").column("n")[0].as_py() == 0
+
+
+def test_dr17_spall_first_then_the_spec_file_is_one_spectrum(tmp_path: Path) -> None:
+    """A plate-era spectrum inserted from spAll is the one its spec file fills later (same identities)."""
+    lk = Lake.init(tmp_path / "lake")
+    run(lk, _spall17(tmp_path / "spAll-v5_13_2.fits"))
+    first = _one(lk, f"SELECT {IDS}, snr, flux IS NULL AS no_pixels FROM {{boss_visit}} WHERE mjd = 55181")
+    assert first["no_pixels"] and first["snr"] == 22.25
+    assert run(lk, SPEC).failed == 0
+    got = _one(lk, f"SELECT {IDS}, flux IS NULL AS no_pixels FROM {{boss_visit}} WHERE mjd = 55181")
+    assert {k: got[k] for k in IDS.split(", ")} == {k: first[k] for k in IDS.split(", ")} and not got["no_pixels"]
+    assert (
+        _sql(lk, "SELECT count(*) AS n FROM {source} WHERE source_key = 'sdss_boss:3586-55181-500'").column("n")[0].as_py() == 1
+    )
+
+
+def test_dr17_declarations_are_checked_and_extracts_rewritten(tmp_path: Path, official_datamodel: Path) -> None:
+    """A missing DR17 extract is reported and re-made from the datamodel's DR17 release; declarations
+    that cannot work are one-line schema errors."""
+    from astra_lake.errors import SchemaError
+    from astra_lake.schema.drp import drp_dir, write_extracts
+    from astra_lake.schema.loader import load_schema
+    from astra_lake.schema.products import extract_datamodel
+
+    folder = tmp_path / "data_schema"
+    shutil.copytree(load_schema().directory, folder)
+    schema = load_schema(folder)
+    made = drp_dir(schema) / "allStar_dr17.json"
+    want = made.read_text()
+    made.unlink()
+    assert stale_extracts(official_datamodel, schema) == ["allStar_dr17.json"]
+    assert write_extracts(official_datamodel, schema) == ["allStar_dr17.json"] and made.read_text() == want
+    with pytest.raises(SchemaError, match="no release 'DR99'"):
+        extract_datamodel(official_datamodel / "allStar.yaml", "DR99")
+
+    text = (drp_dir(schema) / "drp.yaml").read_text()
+    bad = {
+        "match: [source_key]": ("match: []", "source.match: name the identifiers"),
+        "renames: {plate: [fieldid, plateid],": (
+            "renames: {plate: [fieldid, plate_id],",
+            "'plate_id' is not a column of boss_visit",
+        ),
+        "key: {prefix: sdss_boss, columns: [plate, mjd, fiberid]}": (
+            "key: {prefix: sdss_boss, columns: [plate, mjd, fiber]}",
+            "'fiber' is not a column of the file",
+        ),
+    }
+    for i, (old, (new, message)) in enumerate(bad.items()):
+        broken = tmp_path / f"broken{i}"
+        shutil.copytree(folder, broken)
+        assert old in text
+        (drp_dir(load_schema(broken)) / "drp.yaml").write_text(text.replace(old, new))
+        with pytest.raises(SchemaError, match=re.escape(message)):
+            load_drp(load_schema(broken))
