@@ -421,6 +421,9 @@ def test_new_nullable_columns_evolve_without_a_rewrite(tmp_path: Path, use_schem
     assert sid in near.column("sdss_id").to_pylist() and near.column("evolved_x").null_count == near.num_rows
     assert near.schema.field("evolved_x").type == pa.float32()
 
+    frame = lake.lsdb("apogee_star", columns=["spectrum_pk", "evolved_s"]).compute()
+    assert len(frame) == 4 and frame["evolved_s"].isna().all()
+
     # an upsert of 2 existing and 2 new sources, with values: carried rows gain the column as null
     new = S.sources(2, seed=7, first_sdss_id=500)
     again = S.sources(2, seed=1)  # sdss_id 1 and 2: stored
@@ -446,3 +449,21 @@ def test_new_nullable_columns_evolve_without_a_rewrite(tmp_path: Path, use_schem
     out = pq.read_table(tmp_path / "r" / "parquet" / "source.parquet", columns=["sdss_id", "evolved_x"]).sort_by("sdss_id")
     x_out = out.column("evolved_x").to_numpy(zero_copy_only=False)  # a release writes null floats as NaN
     assert out.num_rows == 14 and np.array_equal(x_out, [1.5] + [np.nan] * 11 + [2.5, 3.5], equal_nan=True)
+
+
+def test_a_new_column_with_a_fill_rewrites_the_files(tmp_path: Path, use_schema: object) -> None:
+    """A file lacking a column reads as null, so a declared fill is written into the stored rows."""
+    lake = Lake.init(tmp_path / "lake")
+    lake.write("source", S.sources(3, seed=1))
+    files = _data_files(lake)
+    rev = revision(tmp_path)
+    _edit(
+        rev / "tables" / "source.yaml",
+        "- name: healpix\n",
+        "- name: filled\n  type: int32\n  fill: -1\n  description: new\n- name: healpix\n",
+    )
+    use_schema(rev)  # type: ignore[operator]
+    plan = Lake(lake.path).migrate()
+    assert "source: new column filled (int32, -1 in stored rows) [rewrites the table's files]" in str(plan)
+    assert _data_files(lake) - files and not (lake.path / "source" / "evolved_columns.json").exists()
+    assert Lake(lake.path).sql("SELECT filled FROM source").column(0).to_pylist() == [-1, -1, -1]
