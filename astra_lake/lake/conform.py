@@ -26,10 +26,25 @@ def __getattr__(name: str) -> frozenset[str]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_STORAGE: dict[int, tuple[Table, pa.Schema]] = {}
+
+
 def storage_schema(table: Table) -> pa.Schema:
     """The schema of the Parquet files: fixed-width pixel arrays are stored as lists (Delta has no
     fixed-size list type) of non-null elements (which Parquet readers decode 2.5x faster: no definition
-    levels per pixel); their width is kept in the schema metadata as ``astra_lake.shape.<col>``."""
+    levels per pixel); their width is kept in the schema metadata as ``astra_lake.shape.<col>``.
+    Kept per declaration object (readers ask for it on every lookup: 0.6-3 ms to build)."""
+    hit = _STORAGE.get(id(table))
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    if len(_STORAGE) > 1024:
+        _STORAGE.clear()
+    schema = _storage_schema(table)
+    _STORAGE[id(table)] = (table, schema)
+    return schema
+
+
+def _storage_schema(table: Table) -> pa.Schema:
     logical = arrow_schema(table)
     fields, meta = [], dict(logical.metadata or {})
     for f in logical:
