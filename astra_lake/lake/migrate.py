@@ -2,14 +2,14 @@
 
 The plan compares the two schemas table by table. Applied without touching data: new tables (created
 at their first write), new flag bits and changed ``flag_warn`` / ``flag_bad`` rules, descriptions, units,
-ranges and storage settings of files to come. Applied by one commit per table without writing a data
-file: new nullable columns without a ``fill`` (Delta's schema evolves in place, ``schema_mode="merge"``; the
-files keep their columns). Applied by
-rewriting the table's current files once, in the same HATS leaves, in one atomic commit: new columns with
-a declared ``fill`` (a file lacking the column reads as null, and a fill cannot be told from a stored
-null on read), renames (a column declaring ``renamed_from: <old name>``), type widening (int16 -> int32
--> int64, float32 -> float64, integers -> float64, pixel arrays alike) and dropping columns or tables
-that hold no values. Refused, with one line per reason: anything that would lose or change data (a
+ranges and storage settings of files to come. Applied by one commit per table that writes no data
+file: new nullable columns without a ``fill`` (Delta's schema evolves in place, ``schema_mode="merge"``;
+the files keep their columns). Applied by rewriting the table's current files once, in the same HATS
+leaves, in one atomic commit: new columns with a declared ``fill`` (a file lacking the column reads as
+null, and on read a fill could not be told from a stored null), renames (a column declaring
+``renamed_from: <old name>``), type widening (int16 -> int32 -> int64, float32 -> float64, integers ->
+float64, pixel arrays alike), reordered columns and dropping columns or tables that hold no values.
+Refused, with one line per reason: anything that would lose or change data (a
 dropped column or table with values, narrowing, another type change, a new required column without a
 fill, nulls in a column becoming required, a changed key, kind, grid or HEALPix order).
 
