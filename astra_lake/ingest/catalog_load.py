@@ -100,7 +100,8 @@ def match_by_key(catalog: Catalog, values: pa.Array | pa.ChunkedArray, key: str)
     A source matched by several rows takes the first; the others are reported."""
     con = catalog.duck()
     con.register("incoming", pa.table({ROW: pa.array(np.arange(len(values))), "k": values}))
-    scan = parquet_scan(catalog.store("source").paths(), f"source_pk, {key}")
+    store = catalog.store("source")
+    scan = parquet_scan(store.paths(), f"source_pk, {key}", schema=store.read_schema)
     q = (
         f"SELECT i.{ROW}, s.source_pk, row_number() OVER (PARTITION BY s.source_pk ORDER BY i.{ROW}) AS n "
         f"FROM incoming i LEFT JOIN {scan} s ON s.{key} = i.k"
@@ -233,5 +234,6 @@ def _source_rows(catalog: Catalog, tbl: Table, values: pa.Table, load: list[str]
     keep = ", ".join(f"s.{c}" for c in tbl.column_names if c not in load and c != "_healpix_29")
     healpix = "NULL::BIGINT AS _healpix_29" if set(POSITION) & set(load) else "s._healpix_29"  # moved: placed again
     new = ", ".join(f"i.{c}" for c in load)
-    scan = parquet_scan(catalog.store("source").paths())
+    store = catalog.store("source")
+    scan = parquet_scan(store.paths(), schema=store.read_schema)  # every declared column, also one older files lack
     return con.sql(f"SELECT {keep}, {healpix}, {new} FROM {scan} s JOIN incoming i USING (source_pk)").to_arrow_table()

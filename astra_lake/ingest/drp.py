@@ -381,7 +381,7 @@ def _overlay(
         return schema.empty_table()
     last = "SELECT * FROM given QUALIFY row_number() OVER (PARTITION BY _pk ORDER BY _row DESC) = 1"
     out = con.sql(
-        f"SELECT {', '.join(select)} FROM {parquet_scan(sorted(hit))} s JOIN ({last}) i ON s.{ident} = i._pk"
+        f"SELECT {', '.join(select)} FROM {parquet_scan(sorted(hit), schema=schema)} s JOIN ({last}) i ON s.{ident} = i._pk"
     ).to_arrow_table()
     return pa.Table.from_arrays([out.column(f.name).cast(f.type) for f in schema], schema=schema)
 

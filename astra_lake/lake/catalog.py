@@ -9,6 +9,7 @@ Layout::
     <lake>/_meta/sequences.json          source_pk / spectrum_pk / task_pk high-water marks
     <lake>/<table>/dataset/              Delta table; data files in Norder=/Dir=/Npix= leaves
     <lake>/<table>/hats.properties, partition_info.csv   HATS sidecars for LSDB/Dask
+    <lake>/<table>/evolved_columns.json  columns migrate added without rewriting files (read as null where absent)
 
 A *lake version* N is the state after the N-th commit to any table. Delta is the truth for table
 contents; the log only names versions. It repairs itself under the writer lock (before every write,

@@ -23,6 +23,8 @@ from astra_lake.lake.conform import storage_schema
 from astra_lake.schema.model import Table
 
 PARTITION_COLUMNS = ["Norder", "Dir", "Npix"]
+# In a table's folder: the columns a migration added without rewriting the files (files may lack them).
+EVOLVED = "evolved_columns.json"
 # Delta writes a checkpoint every CHECKPOINT_EVERY commits (its post-commit hook): opening a table then
 # reads one Parquet checkpoint plus a few JSON commits instead of every commit since the start (at 44
 # versions: 80-100 ms -> 19 ms).
@@ -66,6 +68,14 @@ class DeltaStore:
         self.table = table
         self.dataset = root / "dataset"
         self._latest: DeltaTable | None = None  # brought up to date incrementally (~3 ms, not a reopen)
+
+    @property
+    def read_schema(self) -> pa.Schema | None:
+        """The declared storage schema when some file of the table may lack a declared column (a column
+        added by ``astra-lake migrate`` without rewriting the files: :data:`EVOLVED` marks the table);
+        None when every file carries it. Readers pass it to the scans of
+        :mod:`astra_lake.lake.conform` (``parquet_scan``, ``read_file``, ``on_read``)."""
+        return storage_schema(self.table) if (self.root / EVOLVED).exists() else None
 
     def exists(self) -> bool:
         return (self.dataset / "_delta_log").is_dir()

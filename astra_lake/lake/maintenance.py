@@ -9,12 +9,11 @@ import os
 from collections import defaultdict
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.catalog import Catalog
-from astra_lake.lake.conform import storage_schema
+from astra_lake.lake.conform import read_file, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 
@@ -44,7 +43,7 @@ def compact(catalog: Catalog, table: str, *, min_files: int = 2, tiered: bool = 
             if len(files) < min_files:
                 continue
             for group in _groups(tier(files) if tiered else files):
-                parts = [pq.read_table(store.abspath(f), schema=schema) for f in group]
+                parts = [read_file(store.abspath(f), schema) for f in group]
                 added += write_leaf_files(store, pa.concat_tables(parts))
                 removed += group
     except BaseException:

@@ -2,24 +2,29 @@
 
 The plan compares the two schemas table by table. Applied without touching data: new tables (created
 at their first write), new flag bits and changed ``flag_warn`` / ``flag_bad`` rules, descriptions, units,
-ranges and storage settings of files to come. Applied by one commit per table: new nullable columns
-(null, or their declared ``fill``), renames (a column declaring ``renamed_from: <old name>``), type
-widening (int16 -> int32 -> int64, float32 -> float64, integers -> float64, pixel arrays alike) and
-dropping columns or tables that hold no values. Refused, with one line per reason: anything that would
-lose or change data (a dropped column or table with values, narrowing, another type change, a new
-required column without a fill, nulls in a column becoming required, a changed key, kind, grid or
-HEALPix order).
+ranges and storage settings of files to come. Applied by one commit per table that writes no data
+file: new nullable columns without a ``fill`` (Delta's schema evolves in place, ``schema_mode="merge"``;
+the files keep their columns). Applied by rewriting the table's current files once, in the same HATS
+leaves, in one atomic commit: new columns with a declared ``fill`` (a file lacking the column reads as
+null, and on read a fill could not be told from a stored null), renames (a column declaring
+``renamed_from: <old name>``), type widening (int16 -> int32 -> int64, float32 -> float64, integers ->
+float64, pixel arrays alike), reordered columns and dropping columns or tables that hold no values.
+Refused, with one line per reason: anything that would lose or change data (a
+dropped column or table with values, narrowing, another type change, a new required column without a
+fill, nulls in a column becoming required, a changed key, kind, grid or HEALPix order).
 
-Delta evolves its table schema in place (``schema_mode="merge"``: new columns, no rewrite), but the
-lake's readers (DuckDB views, Polars scans, upserts, compaction) read the Parquet files of a snapshot
-directly and rely on every current file carrying the current storage schema; so a table whose stored
-columns change has its current files rewritten once, in the same HATS leaves, in one atomic commit.
+Schema on read: a table that gained a column without a rewrite is marked (``<table>/evolved_columns.json``,
+:attr:`astra_lake.lake.delta_store.DeltaStore.read_schema`), and every reader of its files (DuckDB views
+and the writer's SQL, Polars scans, spectra lookups and batches, cone searches, LSDB, compaction, the
+upsert's carried-over rows, releases through the views) presents the snapshot's declared storage schema
+through :mod:`astra_lake.lake.conform` (``parquet_scan``, ``read_file``, ``on_read``): a column a file
+lacks is null. Rows a later write carries into new files gain the column (as null, or the value written).
 Old versions and tags keep their files (vacuum keeps tagged versions) and are read with the schema their
-commits recorded (:meth:`astra_lake.lake.catalog.Catalog.at`). A renamed column keeps its old name in
-Delta's own metadata (delta-rs has no column mapping) and a widened one its old type there; the Parquet
-files, which every reader of the lake uses, carry the new name and type. A migration that changes no
-stored column (flags, rules, descriptions, new tables) makes no commit: the versions before it keep
-their rules, the head and every commit after it use the new ones.
+commits recorded (:meth:`astra_lake.lake.catalog.Catalog.at`), so without the new column. A renamed column
+keeps its old name in Delta's own metadata (delta-rs has no column mapping) and a widened one its old
+type there; the Parquet files, which every reader of the lake uses, carry the new name and type. A
+migration that changes no stored column (flags, rules, descriptions, new tables) makes no commit: the
+versions before it keep their rules, the head and every commit after it use the new ones.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ import pyarrow.parquet as pq
 
 from astra_lake.errors import SchemaMismatchError
 from astra_lake.lake.catalog import Catalog, _now
-from astra_lake.lake.conform import MANAGED, storage_schema
-from astra_lake.lake.delta_store import PARTITION_COLUMNS, DataFile, delta_schema
+from astra_lake.lake.conform import MANAGED, parquet_scan, storage_schema
+from astra_lake.lake.delta_store import EVOLVED, PARTITION_COLUMNS, DataFile, delta_schema
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.hats import write_sidecars
 from astra_lake.lake.locks import atomic_write_text, exclusive
@@ -125,10 +130,9 @@ class _Stats:
         files = self.files(table)
         if not files:
             return 0
-        from astra_lake.lake.writer import parquet_scan
-
-        paths = self.catalog.store(table).paths(files)
-        row = self.catalog.duck().execute(f'SELECT count("{column}") FROM {parquet_scan(paths)}').fetchone()
+        store = self.catalog.store(table)
+        scan = parquet_scan(store.paths(files), schema=store.read_schema)
+        row = self.catalog.duck().execute(f'SELECT count("{column}") FROM {scan}').fetchone()
         return int(row[0]) if row else 0
 
 
@@ -232,7 +236,8 @@ def _new_column(table: str, c: Column, rows: int, plan: Plan) -> None:
         )
         return
     value = "null" if c.fill is None else repr(c.fill)
-    plan.steps.append(Step(table, "new column", f"{c.name} ({c.type}, {value} in stored rows)", rewrite=rows > 0))
+    evolve = c.nullable and c.fill is None  # files lacking it read as null: no file rewritten
+    plan.steps.append(Step(table, "new column", f"{c.name} ({c.type}, {value} in stored rows)", rewrite=rows > 0 and not evolve))
 
 
 def make_plan(lake: Catalog, package: Schema) -> tuple[Plan, dict[str, dict[str, str]]]:
@@ -291,6 +296,20 @@ def _evolve_delta(catalog: Catalog, table: str) -> bool:
     return True
 
 
+def _mark_evolved(catalog: Catalog, old: Table, table: str) -> None:
+    """Record the columns ``table`` gains without a rewrite (its stored files lack them): from now on its
+    readers conform every file to the declared schema (:attr:`DeltaStore.read_schema`). Never unmarked:
+    versions written before keep files without them."""
+    store = catalog.store(table)
+    added = [f.name for f in storage_schema(store.table) if f.name not in storage_schema(old).names]
+    if not added or not store.files():
+        return
+    path = store.root / EVOLVED
+    before = json.loads(path.read_text()) if path.exists() else {"columns": []}
+    columns = list(dict.fromkeys([*before["columns"], *added]))
+    atomic_write_text(path, json.dumps({"columns": columns}, indent=1))
+
+
 def _rewrite(catalog: Catalog, table: str, sources: dict[str, str]) -> None:
     """Rewrite the table's current files into the new storage schema, file by file; one commit."""
     store = catalog.store(table)
@@ -327,10 +346,14 @@ def migrate(root: Path, *, dry_run: bool = False, schema: Schema | None = None) 
         for name in sorted({s.table for s in plan.steps if s.rewrite}):
             _rewrite(new, name, sources[name])
             write_sidecars(new.store(name))
-        for name in new.existing_tables():  # stored tables without rows: Delta's schema only
+        for name in new.existing_tables():  # tables not rewritten: Delta's schema only
             rewritten = any(s.table == name and s.rewrite for s in plan.steps)
-            if name in current.schema.tables and not rewritten and _evolve_delta(new, name):
+            if name not in current.schema.tables or rewritten:
+                continue
+            _mark_evolved(new, current.schema.table(name), name)  # before the schema the readers see changes
+            if _evolve_delta(new, name):
                 new.record(name, new.store(name).latest_version(), "migrate", 0)
+                write_sidecars(new.store(name))  # HATS _common_metadata: the declared schema
         _record(new, package, plan)
     plan.applied = True
     return plan

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from astra_lake.errors import CommittedWithErrorsError, ValidationError
 from astra_lake.lake.catalog import Catalog
-from astra_lake.lake.conform import as_arrow, conform, first_row, is_pandas, storage_schema
+from astra_lake.lake.conform import as_arrow, conform, first_row, is_pandas, parquet_scan, storage_schema
 from astra_lake.lake.delta_store import DataFile, DeltaStore
 from astra_lake.lake.files import discard, write_leaf_files
 from astra_lake.lake.healpix import healpix29
@@ -66,15 +66,6 @@ def source_keys(rows: pa.Table) -> pa.Array:
             row=row,
         )
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-
-
-def parquet_scan(paths: list[str], columns: str = "*", *, options: str = "") -> str:
-    """SQL over exactly these files (never a directory glob), with extra ``read_parquet`` ``options``. The
-    HATS ``Norder=/Dir=/Npix=`` folders are not columns: hive partitioning (which DuckDB would otherwise
-    detect) stays off."""
-    quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    scan = f"read_parquet([{quoted}], hive_partitioning = false{', ' + options if options else ''})"
-    return scan if columns == "*" else f"(SELECT {columns} FROM {scan})"
 
 
 def _set(rows: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
@@ -359,7 +350,7 @@ class Writer:
         con.register("incoming", rows.select(cols))
         on = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in tbl.upsert_key)
         same = " AND ".join(f"(i.{c} IS NULL OR i.{c} IS NOT DISTINCT FROM e.{c})" for c in cols)
-        stored = parquet_scan(store.paths(), ", ".join(cols))
+        stored = parquet_scan(store.paths(), ", ".join(cols), schema=store.read_schema)
         found = con.execute(f"SELECT count(*) FROM incoming i JOIN {stored} e ON {on} WHERE {same}").fetchone()
         return found is not None and found[0] == rows.num_rows
 
@@ -426,7 +417,10 @@ class Writer:
             con = self.catalog.duck()
             con.register("relative", relative)
             scan = parquet_scan(
-                store.paths(new), ", ".join(columns) + ", filename", options="filename = true, union_by_name = true"
+                store.paths(new),
+                ", ".join(columns) + ", filename",
+                options="filename = true" + ("" if store.read_schema is not None else ", union_by_name = true"),
+                schema=store.read_schema,
             )
             part = con.sql(
                 f"SELECT s.* EXCLUDE (filename), r._file FROM {scan} s JOIN relative r USING (filename)"
@@ -445,7 +439,7 @@ class Writer:
         con = self.catalog.duck()
         con.register("incoming", rows.select(key))
         cond = " AND ".join(f"e.{k} IS NOT DISTINCT FROM i.{k}" for k in key)
-        scan = parquet_scan(store.paths(files))
+        scan = parquet_scan(store.paths(files), schema=store.read_schema)
         kept = con.sql(f"SELECT e.* FROM {scan} e ANTI JOIN incoming i ON {cond}").to_arrow_table()
         return pa.Table.from_arrays([kept.column(f.name).cast(f.type) for f in schema], schema=schema)
 

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from astra_lake.errors import InvalidArgumentError
-from astra_lake.lake.conform import storage_schema
-from astra_lake.lake.writer import parquet_scan
+from astra_lake.lake.conform import duck_type, parquet_scan, storage_schema
 from astra_lake.query.connection import LakeConnection
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.generate import sql_library_path
@@ -92,34 +90,9 @@ def query_words(query: str) -> set[str] | None:
 def _source_sql(snapshot: Snapshot, table: Table) -> str:
     paths = snapshot.paths(table.name)
     if paths:
-        return parquet_scan(paths)
-    columns = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in storage_schema(table))
+        return parquet_scan(paths, schema=snapshot.catalog.store(table.name).read_schema)
+    columns = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS {f.name}" for f in storage_schema(table))
     return f"(SELECT {columns} WHERE false)"  # typed and empty, without handing DuckDB a Python object
-
-
-def _duck_type(t: pa.DataType) -> str:
-    """DuckDB's name of an Arrow type of the storage schema."""
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _duck_type(t.value_type) + "[]"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else _TIMESTAMPS[t.unit]
-    return _SCALARS[t]
-
-
-_TIMESTAMPS = {"s": "TIMESTAMP_S", "ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}
-_SCALARS = {
-    pa.bool_(): "BOOLEAN",
-    pa.int8(): "TINYINT",
-    pa.int16(): "SMALLINT",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.float32(): "FLOAT",
-    pa.float64(): "DOUBLE",
-    pa.string(): "VARCHAR",
-    pa.large_string(): "VARCHAR",
-    pa.binary(): "BLOB",
-    pa.large_binary(): "BLOB",
-}
 
 
 def view_tables(snapshot: Snapshot, words: set[str] | None) -> list[str]:

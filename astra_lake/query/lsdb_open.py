@@ -20,6 +20,7 @@ import pyarrow as pa
 from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.conform import storage_schema
 from astra_lake.lake.hats import table_properties
+from astra_lake.query.polars_scan import scan_files
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.flags import defines
 from astra_lake.schema.polars_flags import named_flag_exprs, summary_expr
@@ -56,6 +57,7 @@ def open_lsdb(snapshot: Snapshot, table: str, columns: list[str] | None = None) 
     source_paths = [] if positioned else [_source_paths(snapshot, npix << shift, ((npix + 1) << shift) - 1) for _, npix in leaves]
     kwargs: dict[str, Any] = {"table": table, "columns": columns}
     meta = full if columns is None else _frame(storage_schema(tbl).empty_table(), None, **kwargs)
+    kwargs["declared"] = snapshot.catalog.store(table).read_schema
     pixels = [hats.pixel_math.HealpixPixel(o, p) for o, p in leaves]
     op = FromHealpixMap(
         _read_leaf,
@@ -84,9 +86,14 @@ def _source_paths(snapshot: Snapshot, lo: int, hi: int) -> tuple[list[str], int,
 
 
 def _read_leaf(
-    pixel: Any, paths: list[str], source_paths: tuple[list[str], int, int] | None, table: str, columns: list[str] | None
+    pixel: Any,
+    paths: list[str],
+    source_paths: tuple[list[str], int, int] | None,
+    table: str,
+    columns: list[str] | None,
+    declared: pa.Schema | None = None,
 ) -> npd.NestedFrame:
-    frame = pl.scan_parquet(paths, hive_partitioning=False, missing_columns="insert", extra_columns="ignore").collect()
+    frame = scan_files(paths, declared).collect()
     return _frame(frame.to_arrow(), source_paths, table=table, columns=columns)
 
 

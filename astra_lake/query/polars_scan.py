@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 from astra_lake.lake.conform import storage_schema
 from astra_lake.query.snapshot import Snapshot
@@ -15,10 +16,8 @@ def scan(snapshot: Snapshot, table: str, *, flags: bool = True) -> pl.LazyFrame:
     tbl = snapshot.catalog.schema.table(table)
     paths = snapshot.paths(table)
     schema = storage_schema(tbl)
-    if paths:
-        lf = pl.scan_parquet(paths, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
-    else:
-        lf = pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
+    empty = pl.from_arrow(schema.empty_table())
+    lf = scan_files(paths, snapshot.catalog.store(table).read_schema) if paths else empty.lazy()  # type: ignore[union-attr]
     casts = []
     for c in tbl.columns:
         if c.type.startswith("fixed<"):
@@ -39,6 +38,13 @@ def with_flags(lf: pl.LazyFrame, snapshot: Snapshot, table: str) -> pl.LazyFrame
     written = snapshot.catalog.schema
     flags = [summary_expr(table, w, v_astra=version, schema=written) for w in defines(tbl)]
     return lf.with_columns(flags + named_flag_exprs(table, written))
+
+
+def scan_files(paths: list[str], schema: pa.Schema | None) -> pl.LazyFrame:
+    """Polars' scan of exactly these files; with the declared storage ``schema`` (files may lack a
+    column: :attr:`DeltaStore.read_schema`) every declared column is there, null where a file lacks it."""
+    declared = None if schema is None else pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    return pl.scan_parquet(paths, schema=declared, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
 
 
 def _inner(type_name: str) -> pl.DataType:

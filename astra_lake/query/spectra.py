@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from cdshealpix import nested
 
 from astra_lake.errors import InvalidArgumentError
-from astra_lake.lake.conform import storage_schema
+from astra_lake.lake.conform import on_read, read_file, storage_schema
 from astra_lake.lake.files import take_rows
 from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, meeting
 from astra_lake.lake.list_pages import ListPages, UnsupportedLayout
@@ -161,12 +161,18 @@ class OpenFile:
         self._indices: dict[tuple[str, ...], list[int]] = {}
         self._ids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool] | None = None
 
-    def read(self, groups: Sequence[int], columns: list[str], *, threads: bool = False) -> pa.Table:
-        key = tuple(columns)
+    def read(
+        self, groups: Sequence[int], columns: list[str], schema: pa.Schema | None = None, *, threads: bool = False
+    ) -> pa.Table:
+        """``columns`` of these row groups; with the declared storage ``schema``, a column the file lacks
+        (added after it was written) is null (:func:`astra_lake.lake.conform.on_read`)."""
+        have = [c for c in columns if c in self.columns] if schema is not None else columns
+        key = tuple(have)
         if key not in self._indices:  # pyarrow resolves names on every call otherwise (~0.2 ms)
-            self._indices[key] = [self.columns.index(c) for c in columns]
+            self._indices[key] = [self.columns.index(c) for c in have]
         with self._lock:
-            return self._pf.reader.read_row_groups(list(groups), column_indices=self._indices[key], use_threads=threads)
+            part = self._pf.reader.read_row_groups(list(groups), column_indices=self._indices[key], use_threads=threads)
+        return part if schema is None else on_read(part, schema, columns)
 
     def ids(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
         """``_healpix_29``, ``source_pk`` (-1 where null) and whether ``_healpix_29`` is sorted."""
@@ -203,6 +209,9 @@ def _pixel_dtypes(table: Table) -> dict[str, np.dtype]:
 def _read_pixels(f: OpenFile, name: str, piece: Piece, out: np.ndarray) -> None:
     """A piece's rows of a pixel column into ``out``: from the data pages, else through pyarrow."""
     rows = piece.rows
+    if name not in f.columns:  # a pixel column added after the file was written: no pixels stored
+        out[:] = np.nan if np.issubdtype(out.dtype, np.floating) else 0
+        return
     try:
         if rows is None or (len(rows) and rows[-1] - rows[0] + 1 == len(rows)):
             f.pages.read(name, piece.groups, out, first=0 if rows is None else int(rows[0]))
@@ -222,13 +231,14 @@ def read_pieces(table: Table, pieces: Sequence[Piece], columns: list[str] | None
     ``(n, npix)`` arrays, metadata ``columns`` (None: every non-pixel column) through pyarrow."""
     assert table.grid is not None
     files = [open_file(p.path) for p in pieces]
+    schema = storage_schema(table)
     sizes = [int(f.pages.rows[p.groups].sum()) if p.rows is None else len(p.rows) for f, p in zip(files, pieces, strict=True)]
     pixels = {c: np.empty((sum(sizes), table.grid.npix), dt) for c, dt in _pixel_dtypes(table).items()}
     metas = []
     at = 0
     for f, p, n in zip(files, pieces, sizes, strict=True):
-        cols = columns if columns is not None else [c for c in f.columns if c not in pixels]
-        meta = f.read(p.groups, cols)
+        cols = columns if columns is not None else [c for c in schema.names if c not in pixels]
+        meta = f.read(p.groups, cols, schema)
         if p.rows is not None:
             contiguous = len(p.rows) and p.rows[-1] - p.rows[0] + 1 == len(p.rows)
             meta = meta.slice(int(p.rows[0]), len(p.rows)) if contiguous else meta.take(p.rows)
@@ -255,8 +265,9 @@ class SourceIndex:
     def __init__(self, snapshot: Snapshot, key: SourceKey = "sdss_id") -> None:
         self.key = key
         cols = list(dict.fromkeys([key, "source_pk", "_healpix_29"]))
-        parts = [pq.read_table(p, columns=cols) for p in snapshot.paths("source")]
-        tbl = pa.concat_tables(parts) if parts else storage_schema(snapshot.catalog.schema.table("source")).empty_table()
+        schema = storage_schema(snapshot.catalog.schema.table("source"))
+        parts = [read_file(p, schema, cols) for p in snapshot.paths("source")]
+        tbl = pa.concat_tables(parts) if parts else schema.empty_table()
         tbl = tbl.select(cols).filter(pc.is_valid(tbl.column(key)))
         tbl = tbl.take(pc.sort_indices(tbl, [(key, "ascending")]))
         self.values = tbl.column(key).to_numpy(zero_copy_only=False)
@@ -318,7 +329,7 @@ def rows_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str
         raise InvalidArgumentError(f"{table} has no source_pk column, so its rows cannot be looked up by source")
     parts = []
     for p in source_pieces(snapshot, index, value, table):
-        part = open_file(p.path).read(p.groups, columns or stored.names, threads=True)  # columns decode in parallel
+        part = open_file(p.path).read(p.groups, columns or stored.names, stored, threads=True)  # columns decode in parallel
         parts.append(part if p.rows is None else take_rows(part, p.rows))
     if not parts:
         empty = stored.empty_table()
@@ -332,16 +343,17 @@ def read_rows_in(snapshot: Snapshot, table: str, ranges: npt.NDArray[np.int64], 
     tbl = snapshot.catalog.schema.table(table)
     store = snapshot.catalog.store(table)
     files = snapshot.files(table)
+    schema = storage_schema(tbl)
     parts = []
     for i in meeting(ranges, snapshot.healpix_ranges(table)):
         f = open_file(store.abspath(files[i]))
         h29, _, ordered = f.ids()
         groups = groups_in(h29, f.group_starts, ordered, ranges)
         if groups.size:
-            part = f.read([int(g) for g in groups], columns or f.columns)
+            part = f.read([int(g) for g in groups], columns or schema.names, schema)
             parts.append(take_rows(part, np.flatnonzero(inside(ranges, part.column("_healpix_29").to_numpy()))))
     if not parts:
-        empty = storage_schema(tbl).empty_table()
+        empty = schema.empty_table()
         return empty.select(columns) if columns else empty
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 

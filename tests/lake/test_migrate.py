@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -180,7 +181,7 @@ def test_plan_and_dry_run(migrated: dict[str, object]) -> None:
     for expected in (
         "source: rename column tic_v8_id -> tic_id [rewrites the table's files]",
         "source: widen column n_associated: int32 -> int64 [rewrites",
-        "source: new column mig_note (string, null in stored rows) [rewrites",
+        "source: new column mig_note (string, null in stored rows)\n",
         "astronn: flags result_flags: new bits 12 (flag_migrated); flag_bad rule changed (no data change",
         "mig_log: new table (created by its first write)",
     ):
@@ -330,6 +331,7 @@ def test_cli_prints_the_plan(tmp_path: Path, use_schema: object, capsys: pytest.
 
 
 TYPES = ["int16", "int32", "int64", "float32", "float64", "string", "bool"]
+VALUES = {"int16": 7, "int32": -7, "int64": 2**40, "float32": 1.5, "float64": -2.25, "string": "v", "bool": True}
 
 
 @settings(max_examples=2, deadline=None, phases=[Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -348,7 +350,9 @@ def test_additive_columns_keep_every_value(tmp_path_factory: pytest.TempPathFact
         _edit(rev / "tables" / "source.yaml", "- name: healpix\n", added + "- name: healpix\n")
         mp.setenv("ASTRA_LAKE_SCHEMA_DIR", str(rev))
         migrated = Lake(lake.path)
-        migrated.migrate()
+        files = _data_files(lake)
+        assert "rewrites" not in str(migrated.migrate())
+        assert _data_files(lake) == files  # a metadata-only change: no Parquet file written
         after = migrated.sql("SELECT * EXCLUDE (modified) FROM source ORDER BY source_pk")
         for name in before.column_names:  # NaN == NaN here: a value kept is the same bits
             kept, was = after.column(name), before.column(name)
@@ -357,5 +361,112 @@ def test_additive_columns_keep_every_value(tmp_path_factory: pytest.TempPathFact
             else:
                 assert kept.to_pylist() == was.to_pylist(), name
         assert all(after.column(f"extra_{i}").null_count == rows for i in range(len(new)))
+        first = S.sources(1, seed=rows)  # sdss_id 1 again: its stored row is replaced, with values
+        for i, t in enumerate(new):
+            first = first.set_column(first.column_names.index(f"extra_{i}"), f"extra_{i}", pa.array([VALUES[t]]))
+        migrated.upsert("source", first)
+        got = migrated.sql("SELECT * FROM source ORDER BY sdss_id")
+        for i, t in enumerate(new):
+            assert got.column(f"extra_{i}").to_pylist() == [VALUES[t]] + [None] * (rows - 1), t
     finally:
         mp.undo()
+
+
+def _data_files(lake: Lake) -> set[str]:
+    return {str(p.relative_to(lake.path)) for p in lake.path.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def test_new_nullable_columns_evolve_without_a_rewrite(tmp_path: Path, use_schema: object) -> None:
+    """A new nullable column is a Delta schema change only: no data file is written or removed, and every
+    reader (SQL, Polars, spectra, batches, cone, LSDB, upsert, compaction, release) sees it, null in old rows."""
+    lake = Lake.init(tmp_path / "lake", auto_compact_min_files=0)
+    src = S.sources(12, seed=1)
+    lake.write("source", src)
+    for batch in S.spectra("apogee_star", src.column("sdss_id").to_numpy()[:4], seed=2):
+        lake.write("apogee_star", batch)
+    lake.tag("before")
+    rev = revision(tmp_path)
+    _edit(
+        rev / "tables" / "source.yaml",
+        "- name: healpix\n",
+        "- name: evolved_x\n  type: float32\n  description: new\n- name: healpix\n",
+    )
+    _edit(
+        rev / "tables" / "apogee_star.yaml",
+        "- name: release\n",
+        "- name: evolved_s\n  type: string\n  description: new\n- name: release\n",
+    )
+    use_schema(rev)  # type: ignore[operator]
+    files, stored = _data_files(lake), {t: {f.path for f in lake.snapshot().files(t)} for t in ("source", "apogee_star")}
+    plan = Lake(lake.path).migrate()
+    text = str(plan)
+    assert "source: new column evolved_x (float32, null in stored rows)" in text and "rewrites" not in text, text
+    lake = Lake(lake.path)
+    assert _data_files(lake) == files  # no Parquet file written
+    assert {t: {f.path for f in lake.snapshot().files(t)} for t in stored} == stored  # nor removed
+    assert lake.versions()[-1].operation == "migrate" and lake.versions()[-1].schema == schema_hash(load_schema(rev))
+
+    con = lake.connect()
+    assert con.sql("SELECT count(*), count(evolved_x), typeof(any_value(evolved_x)) FROM source").fetchall() == [(12, 0, "FLOAT")]
+    assert con.sql("SELECT count(*), count(evolved_s) FROM apogee_star").fetchall() == [(4, 0)]
+    x = lake.scan("source").select("evolved_x").collect().to_series()
+    assert x.dtype == pl.Float32 and x.null_count() == 12
+    sid = int(src.column("sdss_id")[0].as_py())
+    spec = lake.spectra(sid, "apogee_star")
+    assert spec.meta.column("evolved_s").null_count == len(spec) >= 1
+    looked = lake.lookup("apogee_star", sid, columns=["spectrum_pk", "evolved_s"])
+    assert looked.num_rows == len(spec) and looked.column("evolved_s").null_count == len(spec)
+    blocks = list(lake.spectra_batches("apogee_star", columns=["spectrum_pk", "evolved_s"], batch_rows=3))
+    assert sum(len(b) for b in blocks) == 4 and all(b.meta.column("evolved_s").null_count == len(b) for b in blocks)
+    ra, dec = src.column("ra")[0].as_py(), src.column("dec")[0].as_py()
+    near = lake.cone(ra, dec, 0.01, columns=["sdss_id", "evolved_x"])
+    assert sid in near.column("sdss_id").to_pylist() and near.column("evolved_x").null_count == near.num_rows
+    assert near.schema.field("evolved_x").type == pa.float32()
+
+    frame = lake.lsdb("apogee_star", columns=["spectrum_pk", "evolved_s"]).compute()
+    assert len(frame) == 4 and frame["evolved_s"].isna().all()
+
+    # an upsert of 2 existing and 2 new sources, with values: carried rows gain the column as null
+    new = S.sources(2, seed=7, first_sdss_id=500)
+    again = S.sources(2, seed=1)  # sdss_id 1 and 2: stored
+    rows = pa.concat_tables([again, new])
+    rows = rows.set_column(rows.column_names.index("evolved_x"), "evolved_x", pa.array([1.5, None, 2.5, 3.5], pa.float32()))
+    lake.upsert("source", rows)
+    q = "SELECT sdss_id, evolved_x FROM source WHERE sdss_id IN (1, 2, 3, 500, 501) ORDER BY sdss_id"
+    want = [(1, 1.5), (2, None), (3, None), (500, 2.5), (501, 3.5)]
+    assert lake.connect().sql(q).fetchall() == want
+    assert lake.lookup("source", 1, columns=["sdss_id", "evolved_x"]).to_pylist() == [{"sdss_id": 1, "evolved_x": 1.5}]
+    lake.compact("source")
+    assert lake.connect().sql(q).fetchall() == want
+    assert lake.connect().sql("SELECT count(*), count(evolved_x) FROM source").fetchall() == [(14, 3)]
+    scanned = lake.scan("source").filter(pl.col("sdss_id").is_in([1, 2, 3, 500, 501])).sort("sdss_id")
+    assert scanned.select("evolved_x").collect().to_series().to_list() == [w for _, w in want]
+
+    # the old tag reads with its own schema; a release of the head has the column
+    assert "evolved_x" not in lake.connect("before").sql("SELECT * FROM source LIMIT 0").columns
+    assert "evolved_x" not in lake.scan("source", "before").collect_schema().names()
+    lake.tag("after")
+    lake.release("r", tag="after", out=tmp_path / "r", formats=("parquet",))
+    import pyarrow.parquet as pq
+
+    out = pq.read_table(tmp_path / "r" / "parquet" / "source.parquet", columns=["sdss_id", "evolved_x"]).sort_by("sdss_id")
+    x_out = out.column("evolved_x").to_numpy(zero_copy_only=False)  # a release writes null floats as NaN
+    assert out.num_rows == 14 and np.array_equal(x_out, [1.5] + [np.nan] * 11 + [2.5, 3.5], equal_nan=True)
+
+
+def test_a_new_column_with_a_fill_rewrites_the_files(tmp_path: Path, use_schema: object) -> None:
+    """A file lacking a column reads as null, so a declared fill is written into the stored rows."""
+    lake = Lake.init(tmp_path / "lake")
+    lake.write("source", S.sources(3, seed=1))
+    files = _data_files(lake)
+    rev = revision(tmp_path)
+    _edit(
+        rev / "tables" / "source.yaml",
+        "- name: healpix\n",
+        "- name: filled\n  type: int32\n  fill: -1\n  description: new\n- name: healpix\n",
+    )
+    use_schema(rev)  # type: ignore[operator]
+    plan = Lake(lake.path).migrate()
+    assert "source: new column filled (int32, -1 in stored rows) [rewrites the table's files]" in str(plan)
+    assert _data_files(lake) - files and not (lake.path / "source" / "evolved_columns.json").exists()
+    assert Lake(lake.path).sql("SELECT filled FROM source").column(0).to_pylist() == [-1, -1, -1]
