@@ -16,7 +16,7 @@ from astra_lake.lake.maintenance import compact as _compact
 from astra_lake.lake.maintenance import vacuum as _vacuum
 from astra_lake.lake.writer import Writer
 from astra_lake.query import duck
-from astra_lake.query.snapshot import Snapshot
+from astra_lake.query.snapshot import Snapshot, check_columns
 
 if TYPE_CHECKING:  # annotations only; polars, numba kernels and cdshealpix load with the methods that need them
     import duckdb
@@ -267,15 +267,13 @@ class Lake:
         """
         from astra_lake.query.polars_scan import with_flags
         from astra_lake.query.spectra import rows_of
-        from astra_lake.schema.views import flag_view_columns, view_columns
+        from astra_lake.schema.views import view_columns
 
         snap = self.snapshot(version)
         tbl = snap.catalog.schema.table(table)
         wanted = columns or view_columns(tbl)
-        names, flag_names = set(tbl.column_names), set(flag_view_columns(tbl))
-        if unknown := [c for c in wanted if c not in names and c not in flag_names]:
-            have = ", ".join(view_columns(tbl))
-            raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {have}")
+        check_columns(table, wanted, list(dict.fromkeys([*view_columns(tbl), *tbl.column_names])))  # hidden ones too
+        names = set(tbl.column_names)
         derived = [c for c in wanted if c not in names]
         inputs = [c for c in (tbl.summary_column.name, "v_astra") if c in names] if tbl.summary_column and derived else []
         index, value = self._source_index(snap, "lookup", (sdss_id, source_pk, sdss4_apogee_id, catalogid))

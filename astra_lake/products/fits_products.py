@@ -299,7 +299,11 @@ def _local_repeat(ctx: ReleaseContext, c: _Column, rows: pa.Table) -> int:
     return 1
 
 
-def source_chunks(ctx: ReleaseContext, product: Product) -> list[list[tuple[int, int, int]]]:
+SourceLayout = tuple[list[list[_Column]], list[pa.Table]]
+Chunk = list[tuple[int, int, int]]  # (source_pk, min _healpix_29, max _healpix_29) of neighbouring sources
+
+
+def source_chunks(ctx: ReleaseContext, product: Product) -> list[Chunk]:
     """The sources of a per-source product (one per source with rows in any HDU) as chunks of neighbours
     on the sky: ``(source_pk, min _healpix_29, max _healpix_29)`` each. A chunk's HEALPix range prunes
     files and row groups (tables are sorted by ``_healpix_29``); chunks are the units a cluster shares."""
@@ -311,14 +315,20 @@ def source_chunks(ctx: ReleaseContext, product: Product) -> list[list[tuple[int,
     return [placed[start : start + SOURCES_PER_CHUNK] for start in range(0, len(placed), SOURCES_PER_CHUNK)]
 
 
-def write_source_chunk(ctx: ReleaseContext, product: Product, chunk: list[tuple[int, int, int]]) -> list[str]:
-    """The files of one chunk of sources (each HDU's rows of the chunk read in one query, so memory holds
-    one chunk, never a table); returns their paths under ``fits/``, in the chunk's order."""
+def source_layout(ctx: ReleaseContext, product: Product) -> SourceLayout:
+    """Each HDU's columns and its empty table (a source without rows there): worked out once per product."""
     hdu_cols = [_columns(ctx, h) for h in product.hdus]
     empty = [
         ctx.con.sql(hdu_sql(hdu, cols, None, extra="sp.source_pk AS __pk", also="false")).to_arrow_table()
         for hdu, cols in zip(product.hdus, hdu_cols, strict=True)
     ]
+    return hdu_cols, empty
+
+
+def write_source_chunk(ctx: ReleaseContext, product: Product, layout: SourceLayout, chunk: Chunk) -> list[str]:
+    """The files of one chunk of sources (each HDU's rows of the chunk read in one query, so memory holds
+    one chunk, never a table); returns their paths under ``fits/``, in the chunk's order."""
+    hdu_cols, empty = layout
     lo, hi = min(r[1] for r in chunk), max(r[2] for r in chunk)
     pks = ", ".join(str(r[0]) for r in chunk)
     span = f"sp._healpix_29 BETWEEN {lo} AND {hi} AND sp.source_pk IN ({pks})"
@@ -345,8 +355,9 @@ def write_source_chunk(ctx: ReleaseContext, product: Product, chunk: list[tuple[
 def write_per_source(ctx: ReleaseContext, product: Product, on_file: Callable[[str], None]) -> int:
     """Every file of a per-source product, chunk by chunk; returns how many."""
     written = 0
+    layout = source_layout(ctx, product)
     for chunk in source_chunks(ctx, product):
-        for rel in write_source_chunk(ctx, product, chunk):
+        for rel in write_source_chunk(ctx, product, layout, chunk):
             on_file(rel)
             written += 1
     return written

@@ -36,7 +36,15 @@ from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.schemas import schema_hash  # the hash the lake records per commit
 from astra_lake.products.context import ReleaseContext, release_connection
 from astra_lake.products.filters import ReleaseFilter, release_view
-from astra_lake.products.fits_products import source_chunks, summary_files, write_per_source, write_source_chunk, write_summary
+from astra_lake.products.fits_products import (
+    SourceLayout,
+    source_chunks,
+    source_layout,
+    summary_files,
+    write_per_source,
+    write_source_chunk,
+    write_summary,
+)
 from astra_lake.products.parquet_export import write_table
 from astra_lake.query.snapshot import Snapshot
 from astra_lake.schema.loader import Schema
@@ -223,6 +231,7 @@ def _context(spec: _Spec) -> ReleaseContext:
         con = release_connection(snapshot, spec.filter)
         _LOCAL.spec = spec
         _LOCAL.ctx = ReleaseContext(snapshot, spec.filter, spec.root, spec.created, spec.v_astra, list(spec.tables), con)
+        _LOCAL.layouts = {}
     ctx: ReleaseContext = _LOCAL.ctx
     return ctx
 
@@ -234,7 +243,11 @@ def _summary_unit(spec: _Spec, product: str, rel: str, v: str, mm: int | None) -
 
 def _source_unit(spec: _Spec, product: str, chunk: list[tuple[int, int, int]]) -> list[str]:
     ctx = _context(spec)
-    return write_source_chunk(ctx, load_products(ctx.schema)[product], chunk)
+    declared = load_products(ctx.schema)[product]
+    layouts: dict[str, SourceLayout] = _LOCAL.layouts
+    if product not in layouts:
+        layouts[product] = source_layout(ctx, declared)
+    return write_source_chunk(ctx, declared, layouts[product], chunk)
 
 
 def _table_unit(spec: _Spec, table: str, parquet: Path | None, hats: Path | None) -> int:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from astra_lake.errors import InvalidArgumentError
 from astra_lake.query.duck import connect
-from astra_lake.query.snapshot import Snapshot
+from astra_lake.query.snapshot import Snapshot, check_columns
 from astra_lake.query.spectra import Piece, Spectra, open_file, read_pieces
 from astra_lake.schema.loader import load_schema
 from astra_lake.schema.model import Table
@@ -93,10 +93,7 @@ def spectra_batches(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InvalidArgumentError(f"threads must be an integer >= 1 (or None: one per core), got {threads!r}")
     stored = [c.name for c in tbl.columns]
-    if columns is not None:
-        unknown = [c for c in columns if c not in stored]
-        if unknown:
-            raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(stored)}")
+    check_columns(table, columns, stored)
     ids = snapshot.catalog.schema.roles.identity
     read = [c for c in dict.fromkeys([*(ids if columns is None else columns), "spectrum_pk"]) if c not in tbl.pixel_columns]
     if where and pks is not None:

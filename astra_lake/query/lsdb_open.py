@@ -21,7 +21,7 @@ from astra_lake.errors import InvalidArgumentError
 from astra_lake.lake.conform import storage_schema
 from astra_lake.lake.hats import table_properties
 from astra_lake.query.polars_scan import scan_files
-from astra_lake.query.snapshot import Snapshot
+from astra_lake.query.snapshot import Snapshot, check_columns
 from astra_lake.schema.flags import defines
 from astra_lake.schema.polars_flags import named_flag_exprs, summary_expr
 
@@ -45,8 +45,7 @@ def open_lsdb(snapshot: Snapshot, table: str, columns: list[str] | None = None) 
     if not positioned and "source_pk" not in stored:
         raise InvalidArgumentError(f"{table} has neither ra/dec nor source_pk: it has no sky position to open in lsdb")
     full = _frame(storage_schema(tbl).empty_table(), None, table=table, columns=None)
-    if columns is not None and (unknown := [c for c in columns if c not in {*full.columns, "_healpix_29"}]):
-        raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(full.columns)}")
+    check_columns(table, columns, [*full.columns, *(["_healpix_29"] if "_healpix_29" not in full.columns else [])])
     files = snapshot.files(table)
     if not files:
         raise InvalidArgumentError(f"{table} has no rows at lake version {snapshot.version or 'latest'}: nothing to open in lsdb")

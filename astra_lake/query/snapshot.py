@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from astra_lake.errors import VersionNotFoundError
+from astra_lake.errors import InvalidArgumentError, VersionNotFoundError
 from astra_lake.lake.catalog import Catalog
 from astra_lake.lake.delta_store import DataFile
 
@@ -58,3 +59,11 @@ class Snapshot:
                     out[i] = (max(out[i, 0], f.hmin), min(out[i, 1], f.hmax))
             self._ranges[table] = out
         return self._ranges[table]
+
+
+def check_columns(table: str, asked: Iterable[str] | None, have: Sequence[str]) -> None:
+    """Raise :class:`InvalidArgumentError` naming the ``asked`` columns that ``table`` does not have, and
+    the ones it has (``asked`` None: every column, nothing to check)."""
+    known = set(have)
+    if asked is not None and (unknown := [c for c in asked if c not in known]):
+        raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(have)}")

@@ -29,7 +29,7 @@ from astra_lake.lake.conform import on_read, read_file, storage_schema
 from astra_lake.lake.files import take_rows
 from astra_lake.lake.healpix import angular_separation_deg, cone_ranges, inside, meeting
 from astra_lake.lake.list_pages import ListPages, UnsupportedLayout
-from astra_lake.query.snapshot import Snapshot
+from astra_lake.query.snapshot import Snapshot, check_columns
 from astra_lake.schema.model import Grid, Table
 
 
@@ -322,10 +322,8 @@ def rows_of(snapshot: Snapshot, index: SourceIndex, value: int | str, table: str
     lookup, without scanning the table (its files are sorted by sky position, not by ``sdss_id``)."""
     tbl = snapshot.catalog.schema.table(table)
     stored = storage_schema(tbl)
-    names = set(stored.names)
-    if columns is not None and (unknown := [c for c in columns if c not in names]):
-        raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(stored.names)}")
-    if "source_pk" not in names:
+    check_columns(table, columns, stored.names)
+    if "source_pk" not in stored.names:
         raise InvalidArgumentError(f"{table} has no source_pk column, so its rows cannot be looked up by source")
     parts = []
     for p in source_pieces(snapshot, index, value, table):
@@ -360,9 +358,7 @@ def read_rows_in(snapshot: Snapshot, table: str, ranges: npt.NDArray[np.int64], 
 
 def cone(snapshot: Snapshot, table: str, ra: float, dec: float, radius_deg: float, columns: list[str] | None = None) -> pa.Table:
     """Rows within ``radius_deg`` of (ra, dec), with a ``separation_deg`` column."""
-    stored = storage_schema(snapshot.catalog.schema.table(table)).names
-    if columns is not None and (unknown := [c for c in columns if c not in stored]):
-        raise InvalidArgumentError(f"{table} has no column(s) {', '.join(unknown)}; its columns are {', '.join(stored)}")
+    check_columns(table, columns, storage_schema(snapshot.catalog.schema.table(table)).names)
     for name, value, lo, hi in (("ra", ra, -360.0, 360.0), ("dec", dec, -90.0, 90.0), ("radius_deg", radius_deg, 0.0, 180.0)):
         if not (isinstance(value, int | float | np.number) and lo <= float(value) <= hi):  # NaN fails too
             raise InvalidArgumentError(f"cone on {table}: {name} must be a number in [{lo:g}, {hi:g}] degrees, got {value!r}")
